@@ -1,0 +1,220 @@
+"""The ``steinebm`` command: train | evaluate | sample | reproduce | demo.
+
+Errors a user can fix are printed on one line (``steinebm: error: ...``) with exit status 2;
+a diverged run prints where its last good checkpoint is and exits with status 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import DivergenceError, UserError
+
+EXAMPLES = {
+    "train": """examples:
+  steinebm train configs/fig1a-steincd.yaml
+  steinebm train configs/fig1a-steincd.yaml epsilon=0.1 out_dir=runs/eps0.1 --data-dir ~/data/mnist
+  steinebm train configs/fig1a-steincd.yaml --resume        # continue a killed run""",
+    "evaluate": """examples:
+  steinebm evaluate runs/steincd                # exact test log-likelihood, nats per image""",
+    "sample": """examples:
+  steinebm sample runs/steincd --n 64 --out samples.png""",
+    "reproduce": """examples:
+  steinebm reproduce fig1a --data-dir ../shared/data/mnist          # sweep + 3 seeds, full MNIST
+  steinebm reproduce fig1a --no-sweep --seeds 1 --epochs 5          # a quick look""",
+    "demo": """examples:
+  steinebm demo                                 # embedded MNIST subset, about a minute""",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # one line, exit 2, like every other input error
+        self.exit(2, f"steinebm: error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="steinebm",
+        description="Learning deep energy models with Stein methods (Liu & Wang, 2017).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=EXAMPLES[name],  # type: ignore[no-any-return]
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    t = add("train", "Train an energy model from a YAML config (key=value arguments override it).")
+    t.add_argument("config", nargs="?", help="YAML config file (optional: defaults are the paper's SteinCD)")
+    t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epsilon=0.1")
+    t.add_argument("--resume", action="store_true", help="continue the run in out_dir from its checkpoint")
+    t.add_argument("--data-dir", help="folder with the dataset files (else $STEINEBM_DATA or ~/.cache/steinebm)")
+
+    e = add("evaluate", "Exact log-likelihood of a trained RBM on the test (and validation) set.")
+    e.add_argument("run_dir")
+    e.add_argument("--data-dir")
+    e.add_argument("--split", choices=["test", "val", "train"], default="test")
+
+    s = add("sample", "Draw images from a trained model and save them as a PNG grid.")
+    s.add_argument("run_dir")
+    s.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    s.add_argument("--steps", type=int, default=1000, help="Gibbs steps per chain (default 1000)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="PNG path (default RUN_DIR/samples.png)")
+
+    r = add("reproduce", "Reproduce a figure of the paper: runs, plot, table with the paper's claims.")
+    r.add_argument("figure", choices=["fig1a"])
+    r.add_argument("--out", help="output folder (default runs/FIGURE)")
+    r.add_argument("--data-dir")
+    r.add_argument("--dataset", default="mnist", choices=["mnist", "mnist-embedded"])
+    r.add_argument("--seeds", type=int, default=3)
+    r.add_argument("--epochs", type=int, default=20)
+    r.add_argument("--no-sweep", action="store_true", help="skip the hyper-parameter sweep; use defaults")
+    r.add_argument("--jobs", type=int, default=2, help="runs in parallel (default 2)")
+    r.add_argument("--methods", help="comma-separated subset, e.g. 'CD-1,SteinCD'")
+
+    d = add("demo", "Figure 1(a) in miniature on the embedded MNIST subset.")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--epochs", type=int, default=30)
+    return p
+
+
+def _positive(name: str, value: int) -> None:
+    if value < 1:
+        raise UserError(f"--{name} must be >= 1, got {value}")
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import train
+
+    overrides = list(a.overrides)
+    config = a.config
+    if config is not None and "=" in config and not Path(config).exists():
+        overrides.insert(0, config)  # `steinebm train key=value ...` with no file
+        config = None
+    if a.data_dir:
+        overrides.append(f"data_dir={a.data_dir}")
+    cfg = load_config(config, overrides)
+    rec = train(cfg, resume=a.resume)
+    print(json.dumps({"out_dir": cfg.out_dir, **rec}))
+    return 0
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from .config import from_dict
+    from .data import load_dataset
+    from .metrics import average_log_likelihood
+    from .train import load, load_checkpoint
+
+    ck = load_checkpoint(a.run_dir)
+    cfg = from_dict(ck["config"]).validate()
+    data = load_dataset(cfg.dataset, a.data_dir or cfg.data_dir)
+    model = load(a.run_dir)
+    x = getattr(data, a.split).x
+    ll = average_log_likelihood(model, x)
+    print(
+        json.dumps(
+            {
+                "run_dir": str(a.run_dir),
+                "step": ck["step"],
+                "split": a.split,
+                "n": int(x.shape[0]),
+                "log_likelihood_nats": ll,
+                "log_partition": float(model.log_partition()),
+            }
+        )
+    )
+    return 0
+
+
+def _cmd_sample(a: argparse.Namespace) -> int:
+    import torch
+
+    from .plots import save_image_grid
+    from .train import load, load_checkpoint
+
+    _positive("n", a.n)
+    _positive("steps", a.steps)
+    ck = load_checkpoint(a.run_dir)
+    model = load(a.run_dir)
+    x = model.sample(a.n, n_steps=a.steps, generator=torch.Generator().manual_seed(a.seed))
+    out = Path(a.out) if a.out else Path(a.run_dir) / "samples.png"
+    save_image_grid(x, out, ck.get("image_shape", [1, 28, 28]))
+    print(out)
+    return 0
+
+
+def _cmd_reproduce(a: argparse.Namespace) -> int:
+    from .reproduce import fig1a
+
+    _positive("seeds", a.seeds)
+    _positive("epochs", a.epochs)
+    _positive("jobs", a.jobs)
+    out = a.out or f"runs/{a.figure}"
+    methods = [m.strip() for m in a.methods.split(",")] if a.methods else None
+    summary = fig1a(
+        out=out,
+        dataset=a.dataset,
+        data_dir=a.data_dir,
+        seeds=a.seeds,
+        epochs=a.epochs,
+        sweep=not a.no_sweep,
+        jobs=a.jobs,
+        methods=methods,
+    )
+    print((Path(out) / "fig1a.md").read_text())
+    print(f"figure: {Path(out) / 'fig1a.png'}")
+    return 0 if summary else 1
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from .reproduce import demo
+
+    _positive("epochs", a.epochs)
+    demo(out=a.out, epochs=a.epochs)
+    print((Path(a.out) / "fig1a.md").read_text())
+    print(f"figure: {Path(a.out) / 'fig1a.png'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    # key=value overrides may come after options (`train c.yaml --resume lr=1e-3`)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command == "train" and not any(e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    handler = {
+        "train": _cmd_train,
+        "evaluate": _cmd_evaluate,
+        "sample": _cmd_sample,
+        "reproduce": _cmd_reproduce,
+        "demo": _cmd_demo,
+    }[args.command]
+    try:
+        return handler(args)
+    except UserError as e:
+        print(f"steinebm: error: {e}", file=sys.stderr)
+        return 2
+    except DivergenceError as e:
+        print(f"steinebm: {e}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("steinebm: interrupted; the last checkpoint is kept (resume with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""The training configuration: a dataclass, loadable from YAML, with ``key=value`` overrides.
+
+Every value is type- and range-checked; a bad one raises :class:`ConfigError` naming the key,
+the value, what is allowed and, for an unknown key, the nearest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = ["Config", "METHODS", "load_config", "apply_overrides"]
+
+METHODS = ("cd", "steincd", "symmetric-steincd", "stein-score-matching", "score-matching")
+KERNELS = ("rbf", "imq", "constant")
+
+
+@dataclass
+class Config:
+    """One training run. Defaults are the authors' MNIST RBM settings (Section 5.1)."""
+
+    method: str = "steincd"  # one of METHODS
+    dataset: str = "mnist"  # mnist | mnist-embedded
+    data_dir: str | None = None  # folder holding the data (else $STEINEBM_DATA, ~/.cache/steinebm)
+    out_dir: str = "runs/steincd"
+    seed: int = 0
+    model: str = "rbm"
+    n_hidden: int = 10  # l, hidden units of the RBM
+    epochs: int = 20
+    batch_size: int = 100  # m
+    lr: float = 3e-4  # Adam
+    beta1: float = 0.5
+    beta2: float = 0.999
+    weight_decay: float = 0.0  # L2 on theta
+    # CD-k with Langevin (Eq. 11)
+    cd_k: int = 1
+    langevin_step: float = 1e-2
+    langevin_noise: float = 1.0
+    # SteinCD (Algorithm 1, Eq. 17) and Stein score matching (Eq. 15)
+    epsilon: float = 1e-2
+    kernel: str = "rbf"  # one of KERNELS
+    bandwidth: Any = "median"  # "median" or a positive float
+    median_over: str = "pairs"  # pairs | all
+    log_term: str = "m"  # m | m+1
+    normalize: str = "m"  # m | kernel_sum
+    sm_probes: int = 1  # Hyvarinen score matching: Hutchinson probes (0 = exact trace)
+    # the loop
+    n_train: int = 0  # use only the first n training images (0 = all)
+    eval_every: int = 1  # epochs between log-likelihood evaluations (0 = only at the end)
+    checkpoint_every: int = 0  # steps between checkpoints (0 = at the end of every epoch)
+    log_every: int = 50  # steps between training-loss log lines
+    max_steps: int = 0  # stop after this many steps in all (0 = no limit; smoke runs)
+    threads: int = 0  # torch threads (0 = torch's default)
+    device: str = "cpu"
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
+
+    def validate(self) -> Config:
+        def bad(key: str, allowed: str) -> ConfigError:
+            return ConfigError(f"config value {key}={getattr(self, key)!r} is invalid: {allowed}")
+
+        choices = {
+            "method": METHODS,
+            "dataset": ("mnist", "mnist-embedded"),
+            "model": ("rbm",),
+            "kernel": KERNELS,
+            "median_over": ("pairs", "all"),
+            "log_term": ("m", "m+1"),
+            "normalize": ("m", "kernel_sum"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise bad(key, "choose one of " + ", ".join(allowed))
+        positive_ints = ("n_hidden", "epochs", "batch_size", "cd_k", "log_every")
+        for key in positive_ints:
+            if getattr(self, key) < 1:
+                raise bad(key, "must be an integer >= 1")
+        for key in ("n_train", "eval_every", "checkpoint_every", "max_steps", "threads", "sm_probes", "seed"):
+            if getattr(self, key) < 0:
+                raise bad(key, "must be an integer >= 0")
+        for key in ("lr", "langevin_step", "epsilon"):
+            v = getattr(self, key)
+            if not (v > 0 and math.isfinite(v)):
+                raise bad(key, "must be a finite number > 0")
+        for key in ("beta1", "beta2"):
+            if not 0 <= getattr(self, key) < 1:
+                raise bad(key, "must be in [0, 1)")
+        for key in ("weight_decay", "langevin_noise"):
+            v = getattr(self, key)
+            if not (v >= 0 and math.isfinite(v)):
+                raise bad(key, "must be a finite number >= 0")
+        if self.batch_size < 2 and self.method != "cd":
+            raise bad("batch_size", "SVGD needs at least 2 particles per batch")
+        if self.n_hidden > 24:
+            raise bad("n_hidden", "the exact log-likelihood enumerates 2^n_hidden states: use <= 24")
+        if self.bandwidth != "median":
+            if (
+                isinstance(self.bandwidth, bool)
+                or not isinstance(self.bandwidth, (int, float))
+                or not (self.bandwidth > 0 and math.isfinite(self.bandwidth))
+            ):
+                raise bad("bandwidth", "'median' or a finite number > 0")
+        if not (self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"):
+            raise bad("device", "cpu, cuda, cuda:N or mps")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Check value against the declared type of field ``key`` (ints pass as floats)."""
+    t = _FIELDS[key].type
+    if t in ("int",):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config value {key}={value!r} is invalid: must be an integer")
+    elif t == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config value {key}={value!r} is invalid: must be a number")
+        value = float(value)
+    elif t == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"config value {key}={value!r} is invalid: must be a string")
+    elif t == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"config value {key}={value!r} is invalid: must be true or false")
+    elif t == "str | None":
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"config value {key}={value!r} is invalid: must be a path")
+    elif key == "extra" and not isinstance(value, dict):
+        raise ConfigError(f"config value extra={value!r} is invalid: must be a mapping")
+    return value
+
+
+def _check_key(key: str) -> None:
+    if key not in _FIELDS:
+        near = difflib.get_close_matches(key, list(_FIELDS), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(_FIELDS)}"
+        raise ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
+    cfg = dataclasses.replace(base) if base is not None else Config()
+    for key, value in values.items():
+        _check_key(str(key))
+        setattr(cfg, key, _coerce(key, value))
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (a mapping of Config fields), apply ``key=value`` overrides, validate."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read config {p}: {e.strerror or e}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            first = str(e).splitlines()[0] if str(e) else "syntax error"
+            raise ConfigError(f"config {p} is not valid YAML ({first})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {p} must be a mapping of key: value, got {type(loaded).__name__}")
+        values.update(loaded)
+    cfg = from_dict(values)
+    return apply_overrides(cfg, overrides or []).validate()
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    values: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        _check_key(key)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if _FIELDS[key].type in ("str", "str | None") and value is not None and not isinstance(value, str):
+            value = raw  # e.g. out_dir=123 or log_term=m+1 stay strings
+        values[key] = value
+    return from_dict(values, cfg)

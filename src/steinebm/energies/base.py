@@ -1,0 +1,23 @@
+"""What every energy model shares: f(x) per sample, and its score grad_x f."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def score(energy: nn.Module, x: Tensor, create_graph: bool = False) -> Tensor:
+    """``grad_x f(x; theta)`` for each sample, same shape as x.
+
+    Uses the model's own closed form ``energy.score(x)`` when it has one and no graph through
+    it is needed; otherwise autograd. With ``create_graph=True`` the result stays
+    differentiable in theta (for the cross derivative of Stein score matching, Eq. 15).
+    """
+    if not create_graph and hasattr(energy, "score"):
+        with torch.no_grad():
+            return energy.score(x)
+    with torch.enable_grad():
+        xg = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
+        f = energy(xg)
+        (g,) = torch.autograd.grad(f.sum(), xg, create_graph=create_graph)
+    return g

@@ -1,0 +1,33 @@
+"""The interface every learning rule implements."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Learner:
+    """One step of a learning rule = one surrogate loss on one data batch.
+
+    ``loss(energy, x_pos, generator)`` returns ``(loss, stats)``: ``loss`` is a scalar whose
+    gradient in the energy's parameters is minus the update of the paper (averaged over the
+    batch), and ``stats`` a dict of floats for the log. Random draws use ``generator``.
+    """
+
+    name = "learner"
+
+    def loss(
+        self, energy: nn.Module, x_pos: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+
+def contrastive_loss(energy: nn.Module, x_pos: Tensor, x_neg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``-(mean f(x+) - mean f(x-))``: its theta-gradient is minus Eq. 11/13's update.
+
+    Positives and negatives go through the model in one batch (one forward, one backward).
+    """
+    m = x_pos.shape[0]
+    f = energy(torch.cat([x_pos, x_neg.detach()]))
+    f_pos, f_neg = f[:m], f[m:]
+    return f_neg.mean() - f_pos.mean(), f_pos, f_neg

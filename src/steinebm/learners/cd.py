@@ -1,0 +1,30 @@
+"""Contrastive divergence with k Langevin steps (Eq. 11)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..samplers import langevin
+from .base import Learner, contrastive_loss
+
+
+class CD(Learner):
+    """CD-k: negatives are k Langevin steps from the data batch (Eq. 10-11).
+
+    ``theta <- theta + mu (mean grad f(x+) - mean grad f(x-))``, ``x- = Langevin^k(x+)``.
+    """
+
+    name = "cd"
+
+    def __init__(self, k: int = 1, step_size: float = 1e-2, noise_scale: float = 1.0) -> None:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.k, self.step_size, self.noise_scale = k, step_size, noise_scale
+
+    def loss(
+        self, energy: nn.Module, x_pos: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict[str, float]]:
+        x_neg = langevin(energy, x_pos, self.k, self.step_size, self.noise_scale, generator)
+        loss, f_pos, f_neg = contrastive_loss(energy, x_pos, x_neg)
+        return loss, {"f_pos": float(f_pos.detach().mean()), "f_neg": float(f_neg.detach().mean())}

@@ -1,0 +1,21 @@
+"""Evaluation measures. Exact test log-likelihood for models with a tractable partition function."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["average_log_likelihood"]
+
+
+@torch.no_grad()
+def average_log_likelihood(model: nn.Module, x: Tensor, batch_size: int = 10_000) -> float:
+    """Mean ``log p(x)`` in nats per sample, exact: the model must have ``log_partition()`` and
+    ``log_prob(x, log_z)`` (as :class:`~steinebm.GaussianBernoulliRBM` does)."""
+    if not (hasattr(model, "log_partition") and hasattr(model, "log_prob")):
+        raise TypeError(f"{type(model).__name__} has no exact log-likelihood (needs log_partition and log_prob)")
+    log_z = model.log_partition()
+    total = 0.0
+    for start in range(0, x.shape[0], batch_size):
+        total += float(model.log_prob(x[start : start + batch_size], log_z).sum())
+    return total / x.shape[0]

@@ -1,0 +1,83 @@
+"""Pictures: image grids (Pillow) and metric curves (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["image_grid", "save_image_grid", "plot_curves"]
+
+
+def image_grid(images: Tensor, image_shape: Sequence[int], nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile images (n, d) or (n, C, H, W), values in [0, 1] (clipped), into one uint8 array
+    (H', W') for grey or (H', W', 3) for colour."""
+    n = images.shape[0]
+    c, h, w = image_shape
+    x = images.detach().float().cpu().reshape(n, c, h, w).clamp(0, 1)
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(n))))
+    ncol = int(math.ceil(n / nrow))
+    grid = torch.ones(c, ncol * (h + pad) + pad, nrow * (w + pad) + pad) * 0.5
+    for k in range(n):
+        r, q = divmod(k, nrow)
+        top, left = pad + r * (h + pad), pad + q * (w + pad)
+        grid[:, top : top + h, left : left + w] = x[k]
+    arr = (grid.numpy() * 255).round().astype(np.uint8)
+    return arr[0] if c == 1 else arr.transpose(1, 2, 0)
+
+
+def save_image_grid(
+    images: Tensor, path: str | Path, image_shape: Sequence[int], nrow: int | None = None, scale: int = 2
+) -> Path:
+    from PIL import Image
+
+    arr = image_grid(images, image_shape, nrow)
+    img = Image.fromarray(arr)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def plot_curves(
+    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    path: str | Path,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    hlines: dict[str, float] | None = None,
+    ylim: tuple[float, float] | None = None,
+) -> Path:
+    """One line per label: (x, mean, std), the std as a shaded band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for label, (x, mean, std) in curves.items():
+        (line,) = ax.plot(x, mean, label=label, lw=1.8)
+        if np.any(std > 0):
+            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+    for label, y in (hlines or {}).items():
+        ax.axhline(y, color="grey", ls="--", lw=1.2, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,118 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from steinebm.cli import main
+
+SMALL = ["dataset=mnist-embedded", "n_train=300", "batch_size=50", "n_hidden=3", "progress=false"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "steinebm.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train", "method=foo"], "method='foo'"),
+        (["train", "epsilon=-1"], "epsilon=-1"),
+        (["train", "epsilonn=0.1"], "did you mean 'epsilon'"),
+        (["train", "batch_size=ten"], "must be an integer"),
+        (["train", "beta1=1.5"], "beta1"),
+        (["train", "seed=1", "nokey"], "key=value"),
+        (["train", "/no/such/config.yaml"], "cannot read config"),
+        (["train", "dataset=mnist", "--data-dir", "/no/such/dir"], "MNIST not found"),
+        (["evaluate", "/no/such/run"], "no checkpoint"),
+        (["sample", "/no/such/run"], "no checkpoint"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, capsys):
+    argv = [*args, f"out_dir={tmp_path / 'r'}"] if args[0] == "train" else args
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("steinebm: error:"), err
+    assert needle in lines[0]
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_real_process_bad_input_has_no_traceback(tmp_path):
+    for args in (["train", "epsilon=0", f"out_dir={tmp_path}"], ["evaluate", str(tmp_path)], ["reproduce", "fig9"]):
+        res = run_cli(*args)
+        assert res.returncode == 2
+        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr, res.stderr
+
+
+def test_bad_yaml(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("method: [unclosed\n")
+    assert main(["train", str(cfg)]) == 2
+    cfg.write_text("- a\n- b\n")
+    assert main(["train", str(cfg)]) == 2
+
+
+def test_train_evaluate_sample(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *SMALL, "method=steincd", "max_steps=4", f"out_dir={run}"]) == 0
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["evaluate", str(run)]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["step"] == 4 and ev["n"] == 1000
+    assert ev["log_likelihood_nats"] == pytest.approx(rec["test_ll"], abs=1e-9)
+    out = tmp_path / "s.png"
+    assert main(["sample", str(run), "--n", "16", "--steps", "5", "--out", str(out)]) == 0
+    img = Image.open(out)
+    # 4 x 4 grid of 28 px images with 2 px padding, doubled
+    assert img.size == (2 * (4 * 30 + 2), 2 * (4 * 30 + 2))
+
+
+def test_tampered_checkpoint_exit_2(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *SMALL, "max_steps=2", f"out_dir={run}"]) == 0
+    ck = run / "checkpoint.pt"
+    ck.write_bytes(ck.read_bytes()[:100])
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "tampered" in err and len(err.strip().splitlines()) == 1
+
+
+def test_help_has_examples(capsys):
+    for cmd in ("train", "evaluate", "sample", "reproduce", "demo"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0 and "examples:" in capsys.readouterr().out
+
+
+def test_reproduce_fig1a_small(tmp_path):
+    from steinebm.reproduce import fig1a
+
+    out = tmp_path / "fig"
+    summary = fig1a(
+        out=out,
+        dataset="mnist-embedded",
+        seeds=2,
+        epochs=1,
+        sweep=False,
+        jobs=1,
+        n_train=200,
+        methods=["CD-1", "SteinCD"],
+        log=lambda s: None,
+    )
+    assert (out / "fig1a.png").exists() and (out / "fig1a.md").exists()
+    assert [r["method"] for r in summary["rows"]] == ["CD-1", "SteinCD"]
+    assert all(r["seeds"] == 2 for r in summary["rows"])
+    assert summary["baseline_test_ll"] == pytest.approx(summary["baseline_test_ll"])
+    assert len(summary["claims"]) == 1 and summary["claims"][0]["verdict"] in (
+        "held",
+        "not held",
+        "inconclusive (within the seed spread)",
+    )
+    assert Path(out / "summary.json").exists()
