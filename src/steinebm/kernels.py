@@ -36,15 +36,19 @@ MedianOver = Literal["pairs", "all"]
 LogTerm = Literal["m", "m+1"]
 
 
-def pairwise_sq_dists(x: Tensor) -> Tensor:
+def pairwise_sq_dists(x: Tensor, centred: bool = False) -> Tensor:
     """Squared Euclidean distances ``D[i, j] = ||x_i - x_j||^2`` of x (m, d) -> (m, m).
 
-    One matmul (the ``-2 x x^T`` expansion); clamped at 0 because cancellation can make the
-    diagonal slightly negative in floating point.
+    One matmul (the ``-2 x x^T`` expansion) on the centred points; clamped at 0 and with an
+    exact zero diagonal, since cancellation leaves rounding residues there.
     """
+    # Centring first keeps the expansion accurate for a tight cloud far from the origin
+    # (distances are translation invariant; the rounding of ||x||^2 is not).
+    if not centred:
+        x = x - x.mean(0)
     sq = (x * x).sum(1)  # m
     d2 = torch.addmm(sq.unsqueeze(1) + sq.unsqueeze(0), x, x.T, alpha=-2.0)  # m m
-    return d2.clamp_(min=0.0)
+    return d2.clamp_(min=0.0).fill_diagonal_(0.0)
 
 
 def _median(values: Tensor) -> Tensor:
@@ -211,7 +215,8 @@ class RBF(Kernel):
 
     def gram_and_repulsion(self, x: Tensor) -> tuple[Tensor, Tensor]:
         shape, x = x.shape, x.reshape(x.shape[0], -1)  # particles may be images: flatten
-        d2 = pairwise_sq_dists(x)  # m m
+        x = x - x.mean(0)  # R is translation invariant; centring keeps it accurate
+        d2 = pairwise_sq_dists(x, centred=True)  # m m
         h = self.h(d2)
         self.last_h = float(h)
         K = d2.div_(-h).exp_()  # m m, symmetric; reuses d2's storage
@@ -224,8 +229,9 @@ class RBF(Kernel):
         # S = K s + 2/h (x * rowsum(K) - K x).
         m = x.shape[0]
         x = x.reshape(m, -1)
+        x = x - x.mean(0)  # the repulsion is translation invariant; centring keeps it accurate
         d = x.shape[1]
-        d2 = pairwise_sq_dists(x)
+        d2 = pairwise_sq_dists(x, centred=True)
         h = self.h(d2)
         self.last_h = float(h)
         K = d2.div_(-h).exp_()  # m m
@@ -268,11 +274,12 @@ class IMQ(Kernel):
 
     def gram_and_repulsion(self, x: Tensor) -> tuple[Tensor, Tensor]:
         shape, x = x.shape, x.reshape(x.shape[0], -1)
-        d2 = pairwise_sq_dists(x)
+        x = x - x.mean(0)
+        d2 = pairwise_sq_dists(x, centred=True)
         h = self._rbf.h(d2)
-        base = d2.div_(h).add_(self.c**2)  # m m: c^2 + r^2/h
+        base = d2.div(h).add_(self.c**2)  # m m: c^2 + r^2/h
         K = base.pow(self.beta)
-        Kp = base.pow_(self.beta - 1.0)  # m m, symmetric
+        Kp = base.pow(self.beta - 1.0)  # m m, symmetric (out of place: autograd may need base)
         # R_i = 2 beta / h * sum_j Kp[j,i] (x_j - x_i)
         R = torch.addmm(x * Kp.sum(0).unsqueeze(1), Kp.T, x, alpha=-1.0).mul_(-2.0 * self.beta / h)
         return K, R.view(shape)
@@ -298,7 +305,9 @@ class ConstantKernel(Kernel):
 class FeatureKernel(Kernel):
     """A Gaussian kernel on features, ``k(x, x') = exp(-||E(x) - E(x')||^2 / H)`` (Section 5.2).
 
-    ``features`` maps (m, d) -> (m, p) differentiably (an encoder). The bandwidth follows
+    ``features`` maps (m, d) -> (m, p) differentiably (an encoder), one sample at a time: a
+    BatchNorm in training mode couples the samples and makes R inexact, so put such an
+    encoder in eval mode. The bandwidth follows
     Section 5.2: the paper writes ``k = exp(-||E(x) - E(x')||^2 / h^2)`` with
     ``h = 0.5 med / log m``, med the median pairwise feature distance of the batch, so
     ``H = h^2``. A float ``bandwidth`` fixes H instead.

@@ -13,7 +13,9 @@ def score(energy: nn.Module, x: Tensor, create_graph: bool = False) -> Tensor:
     it is needed; otherwise autograd. With ``create_graph=True`` the result stays
     differentiable in theta (for the cross derivative of Stein score matching, Eq. 15).
     """
-    if not create_graph and hasattr(energy, "score"):
+    # a closed form is a *method* named score on the model's class (not, say, a layer
+    # that happens to be called score)
+    if not create_graph and callable(getattr(type(energy), "score", None)):
         with torch.no_grad():
             return energy.score(x)
     with torch.enable_grad():
