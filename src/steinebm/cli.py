@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from .errors import DivergenceError, UserError
 
@@ -119,7 +120,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     ck = load_checkpoint(a.run_dir)
     cfg = from_dict(ck["config"]).validate()
     data = load_dataset(cfg.dataset, a.data_dir or cfg.data_dir)
-    model = load(a.run_dir)
+    model: Any = load(a.run_dir)
     x = getattr(data, a.split).x
     ll = average_log_likelihood(model, x)
     print(
@@ -146,7 +147,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     _positive("n", a.n)
     _positive("steps", a.steps)
     ck = load_checkpoint(a.run_dir)
-    model = load(a.run_dir)
+    model: Any = load(a.run_dir)
     x = model.sample(a.n, n_steps=a.steps, generator=torch.Generator().manual_seed(a.seed))
     out = Path(a.out) if a.out else Path(a.run_dir) / "samples.png"
     save_image_grid(x, out, ck.get("image_shape", [1, 28, 28]))

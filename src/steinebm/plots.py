@@ -38,7 +38,7 @@ def save_image_grid(
     arr = image_grid(images, image_shape, nrow)
     img = Image.fromarray(arr)
     if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)

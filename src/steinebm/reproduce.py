@@ -244,7 +244,7 @@ def _finite(x: float) -> float:
 
 def _fig1a_claims(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     by = {r["method"]: r for r in rows}
-    claims = []
+    claims: list[dict[str, str]] = []
     if "SteinCD" not in by:
         return claims
     s = by["SteinCD"]
