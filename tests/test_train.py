@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from steinebm import train as T
-from steinebm.config import METHODS, Config
+from steinebm.config import ENERGY_METHODS, Config
 from steinebm.data import load_dataset
 from steinebm.errors import DivergenceError, UserError
 from steinebm.learners import SteinCD
@@ -31,7 +31,7 @@ def _params(run_dir) -> dict[str, torch.Tensor]:
     return T.load_checkpoint(run_dir)["model"]
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ENERGY_METHODS)
 def test_every_method_trains_two_steps(tmp_path, data, method):
     cfg = _cfg(tmp_path, method, method=method, max_steps=2, cd_k=2)
     init = T.build_model(cfg, 784, torch.Generator().manual_seed(cfg.seed)).state_dict()

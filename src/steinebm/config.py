@@ -17,9 +17,12 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["Config", "METHODS", "load_config", "apply_overrides"]
+__all__ = ["Config", "METHODS", "ENERGY_METHODS", "GENERATOR_METHODS", "load_config", "apply_overrides"]
 
-METHODS = ("cd", "steincd", "symmetric-steincd", "stein-score-matching", "score-matching")
+ENERGY_METHODS = ("cd", "steincd", "symmetric-steincd", "stein-score-matching", "score-matching")
+# methods that train a generator G(xi; eta) too
+GENERATOR_METHODS = ("steingan", "amortized-svgd", "dcgan")
+METHODS = ENERGY_METHODS + GENERATOR_METHODS
 KERNELS = ("rbf", "imq", "constant")
 
 
@@ -52,6 +55,16 @@ class Config:
     log_term: str = "m"  # m | m+1
     normalize: str = "m"  # m | kernel_sum
     sm_probes: int = 1  # Hyvarinen score matching: Hutchinson probes (0 = exact trace)
+    # generators: SteinGAN / SteinCD-GAN(alpha) (Algorithm 2), amortized SVGD, DCGAN
+    noise_dim: int = 100
+    gen_lr: float = 3e-4
+    gen_beta1: float = 0.5
+    gen_weight_decay: float = 0.0
+    gen_kernel: str = "rbf"  # kernel of the generator's SVGD direction: rbf | constant (no repulsion)
+    gamma: float = 0.0  # discount on the generated batch's gradient (Section 5.2)
+    gamma_adaptive: float | None = None  # raised gamma while the real batch's energy is above the generated
+    alpha: float = 0.0  # SteinCD-GAN(alpha): probability of a SteinCD step
+    energy_from: str | None = None  # amortized-svgd: the run whose energy model the generator learns
     # the loop
     n_train: int = 0  # use only the first n training images (0 = all)
     eval_every: int = 1  # epochs between log-likelihood evaluations (0 = only at the end)
@@ -72,6 +85,7 @@ class Config:
             "dataset": ("mnist", "mnist-embedded"),
             "model": ("rbm",),
             "kernel": KERNELS,
+            "gen_kernel": KERNELS,
             "median_over": ("pairs", "all"),
             "log_term": ("m", "m+1"),
             "normalize": ("m", "kernel_sum"),
@@ -93,7 +107,23 @@ class Config:
         for key in ("beta1", "beta2"):
             if not 0 <= getattr(self, key) < 1:
                 raise bad(key, "must be in [0, 1)")
-        for key in ("weight_decay", "langevin_noise"):
+        if not 0.0 <= self.alpha <= 1.0:
+            raise bad("alpha", "must be in [0, 1]")
+        if not 0.0 <= self.gamma < 1.0:
+            raise bad("gamma", "must be in [0, 1)")
+        if self.gamma_adaptive is not None and not self.gamma <= self.gamma_adaptive < 1.0:
+            raise bad("gamma_adaptive", "must be null or in [gamma, 1)")
+        if not (self.gen_lr > 0 and math.isfinite(self.gen_lr)):
+            raise bad("gen_lr", "must be a finite number > 0")
+        if not 0 <= self.gen_beta1 < 1:
+            raise bad("gen_beta1", "must be in [0, 1)")
+        if self.noise_dim < 1:
+            raise bad("noise_dim", "must be an integer >= 1")
+        if self.method in GENERATOR_METHODS and self.dataset not in ("mnist", "mnist-embedded"):
+            raise bad("dataset", "the generators are for 28 x 28 MNIST images")
+        if self.method == "amortized-svgd" and not self.energy_from:
+            raise bad("energy_from", "method=amortized-svgd needs the run folder of a trained energy model")
+        for key in ("weight_decay", "langevin_noise", "gen_weight_decay"):
             v = getattr(self, key)
             if not (v >= 0 and math.isfinite(v)):
                 raise bad(key, "must be a finite number >= 0")
@@ -135,6 +165,10 @@ def _coerce(key: str, value: Any) -> Any:
     elif t == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"config value {key}={value!r} is invalid: must be true or false")
+    elif t == "float | None":
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"config value {key}={value!r} is invalid: must be a number or null")
+        value = None if value is None else float(value)
     elif t == "str | None":
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"config value {key}={value!r} is invalid: must be a path")

@@ -61,8 +61,10 @@ def plot_curves(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for label, (x, mean, std) in curves.items():
-        (line,) = ax.plot(x, mean, label=label, lw=1.8)
+    styles = ["-", "--", ":", "-.", (0, (5, 1, 1, 1))]
+    for k, (label, (x, mean, std)) in enumerate(curves.items()):
+        # distinct dash patterns keep coinciding curves visible
+        (line,) = ax.plot(x, mean, label=label, lw=1.8, ls=styles[k % len(styles)])
         if np.any(std > 0):
             ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
     for label, y in (hlines or {}).items():

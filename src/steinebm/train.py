@@ -2,45 +2,61 @@
 
 The maths lives in the learners; this file only moves batches and state around.
 A run folder holds ``config.yaml``, ``metrics.jsonl`` (one JSON object per line) and
-``checkpoint.pt`` (one dict: model, optimizer, counters, RNG state and config), replaced
+``checkpoint.pt`` (one dict: modules, optimizers, counters, RNG state and config), replaced
 atomically, so a kill at any moment leaves the last complete checkpoint readable.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from torch import nn
+from torch import Tensor, nn
 
-from .config import Config, from_dict
+from .config import GENERATOR_METHODS, Config, from_dict
 from .data import Dataset, load_dataset
 from .energies import GaussianBernoulliRBM
 from .errors import DivergenceError, UserError
+from .generators import MNISTDiscriminator, MNISTGenerator
 from .kernels import IMQ, RBF, ConstantKernel, Kernel
 from .learners import CD, HyvarinenScoreMatching, Learner, SteinCD, SteinScoreMatching, SymmetricSteinCD
+from .learners.steingan import AmortizedSVGD, DCGANLoss, SteinGAN
 from .metrics import average_log_likelihood
 
-__all__ = ["train", "build_model", "build_learner", "load_checkpoint", "load", "CHECKPOINT"]
+__all__ = [
+    "train",
+    "build_model",
+    "build_generator",
+    "build_learner",
+    "build_parts",
+    "load_checkpoint",
+    "load",
+    "load_generator",
+    "CHECKPOINT",
+]
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
 # A resumed run must match the saved one in everything but these.
 RESUMABLE_CHANGES = {"epochs", "progress", "threads", "max_steps", "eval_every", "log_every", "data_dir"}
 
+StepFn = Callable[[Tensor, torch.Generator], tuple[Tensor, dict[str, float]]]
 
-def build_kernel(cfg: Config) -> Kernel:
-    if cfg.kernel == "rbf":
+
+def build_kernel(cfg: Config, name: str | None = None) -> Kernel:
+    name = name or cfg.kernel
+    if name == "rbf":
         return RBF(cfg.bandwidth, cfg.median_over, cfg.log_term)  # type: ignore[arg-type]
-    if cfg.kernel == "imq":
+    if name == "imq":
         return IMQ(bandwidth=cfg.bandwidth)
     return ConstantKernel()
 
@@ -54,11 +70,120 @@ def build_learner(cfg: Config) -> Learner:
         return SymmetricSteinCD(cfg.epsilon, build_kernel(cfg), cfg.normalize)  # type: ignore[arg-type]
     if cfg.method == "stein-score-matching":
         return SteinScoreMatching(build_kernel(cfg), cfg.normalize)  # type: ignore[arg-type]
-    return HyvarinenScoreMatching(cfg.sm_probes)
+    if cfg.method == "score-matching":
+        return HyvarinenScoreMatching(cfg.sm_probes)
+    raise UserError(f"method={cfg.method} trains a generator too; it has no single-model learner")
 
 
 def build_model(cfg: Config, dim: int, generator: torch.Generator | None = None) -> nn.Module:
+    """The energy model (for the DCGAN baseline, the discriminator)."""
+    if cfg.method == "dcgan":
+        return MNISTDiscriminator(generator=generator)
     return GaussianBernoulliRBM(dim, cfg.n_hidden, generator=generator)
+
+
+def build_generator(cfg: Config, generator: torch.Generator | None = None) -> MNISTGenerator | None:
+    if cfg.method not in GENERATOR_METHODS:
+        return None
+    return MNISTGenerator(cfg.noise_dim, generator=generator)
+
+
+def _apply(loss: Tensor, opt: torch.optim.Optimizer, what: str) -> None:
+    """One optimizer step on one surrogate loss; a non-finite loss stops the run."""
+    if not torch.isfinite(loss):
+        raise DivergenceError(f"non-finite {what} loss ({float(loss.detach())})")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+@dataclass
+class _Parts:
+    """What a run trains: named modules and optimizers, and one training step."""
+
+    modules: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    step: StepFn
+    frozen: set[str] = field(default_factory=set)
+
+
+def _adam(cfg: Config, module: nn.Module, gen: bool = False) -> torch.optim.Adam:
+    if gen:
+        return torch.optim.Adam(
+            module.parameters(), lr=cfg.gen_lr, betas=(cfg.gen_beta1, cfg.beta2), weight_decay=cfg.gen_weight_decay
+        )
+    return torch.optim.Adam(module.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+
+
+def build_parts(cfg: Config, dim: int, device: torch.device) -> _Parts:
+    """Modules, optimizers and the step function of a run; a step updates each part once."""
+    init_gen = torch.Generator().manual_seed(cfg.seed)
+    model = build_model(cfg, dim, init_gen).to(device)
+    G = build_generator(cfg, init_gen)
+    m = cfg.batch_size
+    if G is None:
+        learner = build_learner(cfg)
+        opt = _adam(cfg, model)
+
+        def energy_step(x_pos: Tensor, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+            loss, stats = learner.loss(model, x_pos, rng)
+            _apply(loss, opt, "energy")
+            return loss, stats
+
+        return _Parts({"model": model}, {"optimizer": opt}, energy_step)
+
+    G = G.to(device)
+    opt_g = _adam(cfg, G, gen=True)
+    if cfg.method == "dcgan":
+        opt_d = _adam(cfg, model)
+
+        def dcgan_step(x_pos: Tensor, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+            x_gen = G(G.sample_noise(m, rng))
+            d_loss = DCGANLoss.discriminator_loss(model(x_pos), model(x_gen.detach()))
+            _apply(d_loss, opt_d, "discriminator")
+            g_loss = DCGANLoss.generator_loss(model(x_gen))
+            _apply(g_loss, opt_g, "generator")
+            return d_loss, {"g_loss": float(g_loss.detach())}
+
+        return _Parts({"model": model, "generator": G}, {"optimizer": opt_d, "gen_optimizer": opt_g}, dcgan_step)
+
+    if cfg.method == "amortized-svgd":
+        # a generator for a fixed energy: theta comes from another run and is not updated
+        if not cfg.energy_from:
+            raise UserError("method=amortized-svgd needs energy_from=RUN_DIR (a trained energy model to sample)")
+        model.load_state_dict(load(cfg.energy_from).state_dict())
+        model.requires_grad_(False)
+        amortized = AmortizedSVGD(build_kernel(cfg, cfg.gen_kernel), cfg.normalize)  # type: ignore[arg-type]
+
+        def generator_step(x_pos: Tensor, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+            x_gen = G(G.sample_noise(m, rng))
+            g_loss, stats = amortized.loss(model, x_gen)
+            _apply(g_loss, opt_g, "generator")
+            return g_loss, stats
+
+        return _Parts({"model": model, "generator": G}, {"gen_optimizer": opt_g}, generator_step, frozen={"model"})
+
+    # SteinGAN = SteinCD-GAN(alpha = 0)
+    opt = _adam(cfg, model)
+    sg = SteinGAN(
+        build_kernel(cfg, cfg.gen_kernel),
+        cfg.gamma,
+        cfg.gamma_adaptive,
+        cfg.alpha,
+        cfg.epsilon,
+        build_kernel(cfg),
+        cfg.normalize,  # type: ignore[arg-type]
+    )
+
+    def steingan_step(x_pos: Tensor, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        x_gen = G(G.sample_noise(m, rng))  # Algorithm 2, step 2
+        g_loss, gstats = sg.generator_loss(model, x_gen)  # step 3
+        _apply(g_loss, opt_g, "generator")
+        e_loss, stats = sg.energy_loss(model, x_pos, x_gen, sg.use_steincd(rng))  # step 4
+        _apply(e_loss, opt, "energy")
+        return e_loss, {**stats, **gstats, "g_loss": float(g_loss.detach())}
+
+    return _Parts({"model": model, "generator": G}, {"optimizer": opt, "gen_optimizer": opt_g}, steingan_step)
 
 
 def _atomic_save(obj: dict[str, Any], path: Path) -> None:
@@ -95,15 +220,29 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load(run_dir: str | Path) -> nn.Module:
-    """The trained energy model of a run folder, in eval mode on the CPU."""
+    """The trained energy model of a run folder (the discriminator of a DCGAN run), in eval
+    mode on the CPU."""
     ck = load_checkpoint(run_dir)
     cfg = from_dict(ck["config"]).validate()
-    model = build_model(cfg, int(ck["dim"]))
+    return _restore(build_model(cfg, int(ck["dim"])), ck, "model", run_dir)
+
+
+def load_generator(run_dir: str | Path) -> nn.Module:
+    """The trained generator of a run folder, in eval mode on the CPU."""
+    ck = load_checkpoint(run_dir)
+    cfg = from_dict(ck["config"]).validate()
+    G = build_generator(cfg)
+    if G is None or "generator" not in ck:
+        raise UserError(f"{run_dir} holds no generator (method={cfg.method}); sample its energy model instead")
+    return _restore(G, ck, "generator", run_dir)
+
+
+def _restore(module: nn.Module, ck: dict[str, Any], key: str, run_dir: str | Path) -> nn.Module:
     try:
-        model.load_state_dict(ck["model"])
+        module.load_state_dict(ck[key])
     except (RuntimeError, KeyError) as e:
         raise UserError(f"checkpoint in {run_dir} does not match its config ({str(e).splitlines()[0]})") from None
-    return model.eval()
+    return module.eval()
 
 
 class _Log:
@@ -138,8 +277,8 @@ def _check_writable(out: Path) -> None:
         raise UserError(f"run folder {out} is not writable ({e.strerror or e}): choose another out_dir") from None
 
 
-def _all_finite(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+def _all_finite(modules: dict[str, nn.Module]) -> bool:
+    return all(bool(torch.isfinite(p).all()) for mod in modules.values() for p in mod.parameters())
 
 
 def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> dict[str, Any]:
@@ -164,11 +303,9 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
     if steps_per_epoch < 1:
         raise UserError(f"batch_size={cfg.batch_size} is larger than the {n} training images")
 
-    init_gen = torch.Generator().manual_seed(cfg.seed)
-    model = build_model(cfg, dim, init_gen).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
-    learner = build_learner(cfg)
-    rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # the learner's random draws
+    parts = build_parts(cfg, dim, device)
+    model = parts.modules["model"]
+    rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # the learners' random draws
     step = 0
     if resume and ck_path.exists():
         ck = load_checkpoint(ck_path)
@@ -176,8 +313,10 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
         diff = [k for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES and saved.get(k) != v]
         if diff:
             raise UserError(f"cannot resume {out}: the config differs in {', '.join(diff)}; use the saved config.yaml")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+        for name, mod in parts.modules.items():
+            mod.load_state_dict(ck[name])
+        for name, opt in parts.optimizers.items():
+            opt.load_state_dict(ck[name])
         rng.set_state(ck["rng"])
         step = int(ck["step"])
     log = _Log(out / "metrics.jsonl", keep_until_step=step if (resume and ck_path.exists()) else None)
@@ -191,8 +330,8 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
         _atomic_save(
             {
                 "version": CHECKPOINT_VERSION,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
+                **{name: mod.state_dict() for name, mod in parts.modules.items()},
+                **{name: opt.state_dict() for name, opt in parts.optimizers.items()},
                 "step": step,
                 "rng": rng.get_state(),
                 "config": cfg.to_dict(),
@@ -203,15 +342,11 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
         )
 
     def evaluate(epoch: float) -> dict[str, Any]:
-        model.eval()
-        rec = {
-            "step": step,
-            "epoch": epoch,
-            "test_ll": average_log_likelihood(model, data.test.x),
-            "val_ll": average_log_likelihood(model, data.val.x),
-            "time": time.time() - t0,
-        }
-        model.train()
+        rec: dict[str, Any] = {"step": step, "epoch": epoch}
+        if hasattr(model, "log_partition"):
+            rec["test_ll"] = average_log_likelihood(model, data.test.x)
+            rec["val_ll"] = average_log_likelihood(model, data.val.x)
+        rec["time"] = time.time() - t0
         log.write(rec)
         return rec
 
@@ -229,14 +364,9 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size].to(device)
             x_pos = x_train[idx]
-            loss, stats = learner.loss(model, x_pos, rng)
-            if not torch.isfinite(loss):
-                raise DivergenceError(f"non-finite loss ({float(loss.detach())})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss, stats = parts.step(x_pos, rng)
             step += 1
-            if not _all_finite(model):
+            if not _all_finite(parts.modules):
                 raise DivergenceError("non-finite parameters after the update")
             loss_sum += float(loss.detach())
             loss_n += 1
@@ -248,7 +378,8 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
             end_of_epoch = step % steps_per_epoch == 0
             if end_of_epoch and cfg.eval_every and (step // steps_per_epoch) % cfg.eval_every == 0:
                 last_eval = evaluate(step / steps_per_epoch)
-                bar.set_postfix(test_ll=f"{last_eval['test_ll']:.2f}")
+                if "test_ll" in last_eval:
+                    bar.set_postfix(test_ll=f"{last_eval['test_ll']:.2f}")
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or (
                 not cfg.checkpoint_every and end_of_epoch
             ):
@@ -281,7 +412,3 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not p.exists():
         return []
     return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
-
-
-def finite(x: float) -> bool:
-    return math.isfinite(x)

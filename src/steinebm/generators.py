@@ -1,0 +1,101 @@
+"""Generators G(xi; eta) that amortize sampling (Section 4), and the DCGAN baseline's
+discriminator. Any ``nn.Module`` mapping noise (m, noise_dim) to samples works as a generator;
+it only needs ``noise_dim`` and, optionally, ``sample_noise``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["MNISTGenerator", "MNISTDiscriminator", "uniform_noise", "init_normal_002", "count_parameters"]
+
+
+def uniform_noise(
+    m: int, dim: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+) -> Tensor:
+    """xi ~ U(-1, 1)^dim, (m, dim): the paper's noise prior."""
+    return torch.rand(m, dim, generator=generator, device=device) * 2.0 - 1.0
+
+
+def init_normal_002(module: nn.Module) -> None:
+    """Weights N(0, 0.02) (Section 5.2), BatchNorm scales N(1, 0.02), biases 0."""
+    for mod in module.modules():
+        if isinstance(mod, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(mod.weight, 0.0, 0.02)
+            if mod.bias is not None:
+                nn.init.zeros_(mod.bias)
+        elif isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(mod.weight, 1.0, 0.02)
+            nn.init.zeros_(mod.bias)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class MNISTGenerator(nn.Module):
+    """The authors' MNIST generator: xi ~ U(-1, 1)^100 -> 28 x 28 image in [0, 1].
+
+    >>> import torch
+    >>> G = MNISTGenerator()
+    >>> G(G.sample_noise(3)).shape
+    torch.Size([3, 1, 28, 28])
+    """
+
+    def __init__(self, noise_dim: int = 100, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.noise_dim = noise_dim
+        self.fc = nn.Sequential(
+            nn.Linear(noise_dim, 1024),  # m 1024
+            nn.BatchNorm1d(1024),
+            nn.ReLU(inplace=True),
+            nn.Linear(1024, 128 * 7 * 7),  # m 6272
+            nn.BatchNorm1d(128 * 7 * 7),
+            nn.ReLU(inplace=True),
+        )
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(128, 64, 5, stride=2, padding=2, output_padding=1),  # m 64 14 14
+            nn.BatchNorm2d(64),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(64, 1, 5, stride=2, padding=2, output_padding=1),  # m 1 28 28
+            nn.Sigmoid(),
+        )
+        with torch.random.fork_rng(devices=[]):
+            if generator is not None:
+                torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+            init_normal_002(self)
+
+    def sample_noise(self, m: int, generator: torch.Generator | None = None) -> Tensor:
+        device = next(self.parameters()).device
+        return uniform_noise(m, self.noise_dim, generator, device)
+
+    def forward(self, xi: Tensor) -> Tensor:
+        h = self.fc(xi).view(-1, 128, 7, 7)
+        return self.deconv(h)
+
+
+class MNISTDiscriminator(nn.Module):
+    """DCGAN discriminator for 28 x 28 images (the baseline), mirroring the generator:
+    two 5 x 5 stride-2 convolutions (1 -> 64 -> 128 channels), then FC 1024 -> 1 logit."""
+
+    def __init__(self, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 64, 5, stride=2, padding=2),  # m 64 14 14
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(64, 128, 5, stride=2, padding=2),  # m 128 7 7
+            nn.BatchNorm2d(128),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Flatten(),
+            nn.Linear(128 * 7 * 7, 1024),  # m 1024
+            nn.BatchNorm1d(1024),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(1024, 1),  # m 1
+        )
+        with torch.random.fork_rng(devices=[]):
+            if generator is not None:
+                torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+            init_normal_002(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.reshape(-1, 1, 28, 28)).squeeze(1)

@@ -1,0 +1,302 @@
+"""Inception score and mode coverage of generated MNIST images, with a small CNN classifier.
+
+Liu & Wang (2017, Section 5.1) score MNIST generators by the inception score computed with a
+classifier trained on the MNIST training set, over 50,000 generated images. The classifier here,
+:class:`MNISTClassifier`, ships trained in ``steinebm/assets/mnist-classifier.pt`` (written by
+``scripts/train_mnist_classifier.py``; provenance in ``assets/mnist-classifier.md``) and is
+sha256-checked on every load.
+
+Images are float in ``[0, 1]``, shaped ``(n, 784)``, ``(n, 28, 28)`` or ``(n, 1, 28, 28)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .errors import UserError
+
+__all__ = [
+    "MNISTClassifier",
+    "MNIST_CLASSIFIER_SHA256",
+    "load_classifier",
+    "verify_sha256",
+    "inception_score",
+    "mode_coverage",
+    "classifier_accuracy",
+]
+
+MNIST_CLASSIFIER_FILE = "mnist-classifier.pt"
+# sha256 of assets/mnist-classifier.pt as printed by scripts/train_mnist_classifier.py.
+MNIST_CLASSIFIER_SHA256 = "643fd693075418cd36c23e613b6f7cc96b0194723854a8eaaf5f7fcd24dd5df9"
+CLASSIFIERS = ("mnist",)
+_RANGE_TOL = 1e-3  # images may stray this far outside [0, 1] (rounding) before they are refused
+
+
+class MNISTClassifier(nn.Module):
+    """conv32-conv32-pool-conv64-conv64-pool-fc128-fc10, 3x3 valid convolutions, BatchNorm, ReLU.
+
+    Takes ``(n, 784)``, ``(n, 28, 28)`` or ``(n, 1, 28, 28)`` images in ``[0, 1]`` and returns
+    logits ``(n, 10)``.
+    """
+
+    def __init__(self, dropout: float = 0.25) -> None:
+        super().__init__()
+
+        def block(c_in: int, c_out: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+        self.features = nn.Sequential(
+            *block(1, 32),  # 26
+            *block(32, 32),  # 24
+            nn.MaxPool2d(2),  # 12
+            *block(32, 64),  # 10
+            *block(64, 64),  # 8
+            nn.MaxPool2d(2),  # 4
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(64 * 4 * 4, 128, bias=False),
+            nn.BatchNorm1d(128),
+            nn.ReLU(inplace=True),
+            nn.Dropout(2 * dropout),
+            nn.Linear(128, 10),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim == 2 and x.shape[1] == 784 or x.ndim == 3 and tuple(x.shape[1:]) == (28, 28):
+            x = x.reshape(x.shape[0], 1, 28, 28)
+        elif not (x.ndim == 4 and tuple(x.shape[1:]) == (1, 28, 28)):
+            raise ValueError(f"MNIST images must be (n, 784), (n, 28, 28) or (n, 1, 28, 28); got {tuple(x.shape)}")
+        return self.head(self.features(x))
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def verify_sha256(path: str | os.PathLike[str], expected: str) -> bytes:
+    """The bytes of ``path`` if their sha256 is ``expected``; otherwise :class:`UserError`."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read classifier weights {path} ({e.strerror or e}); reinstall steinebm") from None
+    got = _sha256(data)
+    if got != expected.lower():
+        raise UserError(
+            f"classifier weights {path} have sha256 {got}, expected {expected}: the file is corrupt or "
+            "was replaced; reinstall steinebm or rerun scripts/train_mnist_classifier.py"
+        )
+    return data
+
+
+def _state_dict_from_bytes(data: bytes, where: str) -> dict[str, Tensor]:
+    try:
+        # weights_only: tensors and plain containers only; a pickle that would run code is refused.
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"cannot load classifier weights {where} ({msg[:200]}); pass a state_dict of MNISTClassifier saved "
+            "with torch.save"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise UserError(f"classifier weights {where} are not a state_dict of tensors; save model.state_dict()")
+    return state
+
+
+def load_classifier(name: str = "mnist", path: str | os.PathLike[str] | None = None) -> nn.Module:
+    """The trained classifier, in eval mode on the CPU.
+
+    Without ``path`` the weights shipped with the package are loaded after their sha256 is checked
+    against :data:`MNIST_CLASSIFIER_SHA256`. With ``path`` the given file (a ``state_dict`` of
+    :class:`MNISTClassifier`) is loaded unchecked. Loading always uses ``weights_only=True``.
+    Any failure raises :class:`~steinebm.errors.UserError`.
+    """
+    if name not in CLASSIFIERS:
+        raise UserError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}")
+    if path is None:
+        res = resources.files("steinebm") / "assets" / MNIST_CLASSIFIER_FILE
+        where = f"steinebm/assets/{MNIST_CLASSIFIER_FILE}"
+        try:
+            data = res.read_bytes()
+        except OSError as e:
+            raise UserError(f"cannot read {where} ({e.strerror or e}); reinstall steinebm") from None
+        got = _sha256(data)
+        if got != MNIST_CLASSIFIER_SHA256:
+            raise UserError(
+                f"{where} has sha256 {got}, expected {MNIST_CLASSIFIER_SHA256}: the file is corrupt or was "
+                "replaced; reinstall steinebm or rerun scripts/train_mnist_classifier.py"
+            )
+    else:
+        where = str(path)
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise UserError(f"cannot read classifier weights {where} ({e.strerror or e}); check the path") from None
+    state = _state_dict_from_bytes(data, where)
+    model = MNISTClassifier()
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(
+            f"classifier weights {where} do not fit MNISTClassifier ({first[:200]}); pass weights of the same "
+            "architecture"
+        ) from None
+    return model.eval()
+
+
+# --- evaluation --------------------------------------------------------------------------------
+
+
+def _as_images(images: Any) -> Tensor:
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor or numpy array, not {type(images).__name__}")
+    if images.ndim < 1 or images.shape[0] == 0:
+        raise ValueError(f"images must be a non-empty batch (n, ...); got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floating point in [0, 1]; got dtype {images.dtype}")
+    if not bool(torch.isfinite(images).all()):
+        bad = int((~torch.isfinite(images)).reshape(images.shape[0], -1).any(1).sum())
+        raise ValueError(f"{bad} of {images.shape[0]} images contain NaN or infinite values")
+    return images
+
+
+def _resolve(classifier: str | nn.Module) -> tuple[nn.Module, bool]:
+    """The module and whether it is a shipped (named) classifier."""
+    if isinstance(classifier, str):
+        return load_classifier(classifier), True
+    if isinstance(classifier, nn.Module):
+        return classifier, False
+    raise TypeError(f"classifier must be a name ({', '.join(CLASSIFIERS)}) or an nn.Module returning logits")
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+
+
+@torch.no_grad()
+def _log_probs(images: Any, classifier: str | nn.Module, batch_size: int) -> Tensor:
+    """``log p(y | x)`` for every image, float64 ``(n, k)``, computed in batches in eval mode."""
+    _check_batch_size(batch_size)
+    x = _as_images(images)
+    model, shipped = _resolve(classifier)
+    if shipped:
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL:
+            raise ValueError(
+                f"images must lie in [0, 1] for the MNIST classifier; got values in [{lo:.3g}, {hi:.3g}] "
+                "(rescale, e.g. (x + 1) / 2 for tanh outputs)"
+            )
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else x.device
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        for start in range(0, x.shape[0], batch_size):
+            logits = model(x[start : start + batch_size].to(device=device, dtype=dtype))
+            if (
+                not isinstance(logits, Tensor)
+                or logits.ndim != 2
+                or logits.shape[0] != min(batch_size, x.shape[0] - start)
+            ):
+                shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+                raise ValueError(f"the classifier must return logits of shape (batch, classes); got {shape}")
+            out.append(torch.log_softmax(logits.detach().to("cpu", torch.float64), dim=1))
+    finally:
+        model.train(was_training)
+    logp = torch.cat(out)
+    if not bool(torch.isfinite(logp).all()):
+        raise ValueError("the classifier returned non-finite logits")
+    return logp
+
+
+def _split_score(logp: Tensor) -> float:
+    """exp(mean_x KL(p(y|x) || p(y))) with p(y) the mean of p(y|x) over the rows of ``logp``."""
+    log_py = torch.logsumexp(logp, dim=0) - math.log(logp.shape[0])
+    p = logp.exp()
+    # 0 log 0 = 0: classes with p(y|x) == 0 contribute nothing (and may have p(y) == 0).
+    kl = torch.where(p > 0, p * (logp - log_py), torch.zeros_like(p)).sum(1)
+    return math.exp(float(kl.mean()))
+
+
+def inception_score(
+    images: Any, classifier: str | nn.Module = "mnist", n_splits: int = 10, batch_size: int = 500
+) -> tuple[float, float]:
+    r"""Inception score (Salimans et al., 2016), mean and standard deviation over ``n_splits``.
+
+    .. math:: \mathrm{IS} = \exp\big(\mathbb{E}_x\, \mathrm{KL}(p(y \mid x) \,\|\, p(y))\big),
+              \qquad p(y) = \mathbb{E}_x\, p(y \mid x),
+
+    computed on each of ``n_splits`` contiguous chunks of the images (chunk ``i`` is
+    ``images[i * n // n_splits : (i + 1) * n // n_splits]``, with its own ``p(y)``), as in the
+    reference code of Salimans et al.; returns the mean and the population standard deviation
+    (``ddof=0``) of the chunk scores. It lies in ``[1, classes]``: ``classes`` when every image is
+    classified with certainty and the classes are equally frequent, 1 when all predictions agree.
+    Shuffle the images first if they are ordered (e.g. by class).
+
+    ``classifier`` is a name (``"mnist"``: the shipped, checksummed CNN; images must be in
+    ``[0, 1]``) or an ``nn.Module`` returning logits ``(batch, classes)``. Images go through it in
+    batches of ``batch_size``, under ``no_grad`` and in eval mode. Liu & Wang (2017) use 50,000
+    generated images.
+    """
+    if isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 1:
+        raise ValueError(f"n_splits must be a positive integer; got {n_splits!r}")
+    x = _as_images(images)
+    n = x.shape[0]
+    if n < n_splits:
+        raise ValueError(f"need at least n_splits={n_splits} images; got {n}")
+    logp = _log_probs(x, classifier, batch_size)
+    scores = [_split_score(logp[i * n // n_splits : (i + 1) * n // n_splits]) for i in range(n_splits)]
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def mode_coverage(images: Any, classifier: str | nn.Module = "mnist", batch_size: int = 500) -> dict[str, Any]:
+    """How the predicted labels (argmax of the classifier) spread over the classes.
+
+    Returns ``counts`` (list of per-class counts, length = number of classes), ``n``,
+    ``classes_present`` (classes with at least one image), ``covered_1pct`` (classes with at least
+    1 % of the images), ``entropy`` of the predicted-label histogram in nats (0 for a single class,
+    at most ``max_entropy`` = log(classes), reached for equal counts) and ``max_entropy``.
+    """
+    logp = _log_probs(images, classifier, batch_size)
+    n, k = logp.shape
+    counts = torch.bincount(logp.argmax(1), minlength=k).tolist()
+    q = np.asarray(counts, dtype=np.float64) / n
+    nz = q[q > 0]
+    return {
+        "counts": counts,
+        "n": n,
+        "classes_present": int(sum(c > 0 for c in counts)),
+        "covered_1pct": int(sum(c >= 0.01 * n for c in counts)),
+        "entropy": float(-(nz * np.log(nz)).sum()) + 0.0,
+        "max_entropy": math.log(k),
+    }
+
+
+def classifier_accuracy(classifier: str | nn.Module, x: Any, y: Any, batch_size: int = 500) -> float:
+    """Fraction of images whose argmax prediction equals the label ``y``."""
+    labels = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y).reshape(-1).long()
+    logp = _log_probs(x, classifier, batch_size)
+    if labels.shape[0] != logp.shape[0]:
+        raise ValueError(f"{logp.shape[0]} images but {labels.shape[0]} labels")
+    return float((logp.argmax(1) == labels.cpu()).double().mean())

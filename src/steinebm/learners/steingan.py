@@ -1,0 +1,120 @@
+"""Amortized SVGD (Eq. 21), Amortized MLE / SteinGAN (Algorithm 2) with the stabilisation of
+Section 5.2, SteinCD-GAN(alpha), and the DCGAN baseline's losses."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..energies.base import score
+from ..kernels import RBF, Kernel
+from ..svgd import Normalize, amortized_svgd_loss, svgd_direction
+
+__all__ = ["AmortizedSVGD", "SteinGAN", "DCGANLoss"]
+
+
+class AmortizedSVGD:
+    """Moves a generator along the SVGD direction of its own batch (Eq. 20-21).
+
+    ``loss(energy, x_gen)`` returns a surrogate whose gradient in eta is
+    ``-1/m sum_i dG(xi_i)/d eta^T phi(x_i)``, phi computed on the (detached) generated batch
+    with ``energy``'s score. With one particle, or with :class:`~steinebm.ConstantKernel`
+    (the paper's "without kernel" ablation, amortized MAP), phi is the score (mean score).
+    """
+
+    def __init__(self, kernel: Kernel | None = None, normalize: Normalize = "m") -> None:
+        self.kernel = kernel if kernel is not None else RBF()
+        self.normalize: Normalize = normalize
+
+    def loss(self, energy: nn.Module, x_gen: Tensor) -> tuple[Tensor, dict[str, float]]:
+        x = x_gen.detach()
+        phi = svgd_direction(x, score(energy, x), self.kernel, self.normalize)
+        return amortized_svgd_loss(x_gen, phi), {"phi_norm": float(phi.flatten(1).norm(dim=1).mean())}
+
+
+class SteinGAN:
+    """Amortized MLE (Algorithm 2), optionally mixed with SteinCD (SteinCD-GAN(alpha)).
+
+    One iteration: draw x- = G(xi); update G by :class:`AmortizedSVGD`; update theta by
+    ``theta <- theta + mu/m sum_i (grad f(x+_i) - (1 - gamma) grad f(x-_i))`` (Eq. 23 with the
+    discount of Section 5.2). With ``gamma_adaptive`` set, gamma is raised to that value for
+    the steps where the real batch's energy exceeds the generated batch's (mean f(x+) < mean
+    f(x-)). With probability ``alpha`` a step's negatives are SteinCD's ``x+ + eps phi(x+)``
+    instead (no discount then), so alpha = 1 is SteinCD and alpha = 0 SteinGAN.
+    """
+
+    def __init__(
+        self,
+        kernel: Kernel | None = None,
+        gamma: float = 0.0,
+        gamma_adaptive: float | None = None,
+        alpha: float = 0.0,
+        epsilon: float = 1e-2,
+        cd_kernel: Kernel | None = None,
+        normalize: Normalize = "m",
+    ) -> None:
+        if not 0.0 <= gamma < 1.0:
+            raise ValueError(f"gamma must be in [0, 1), got {gamma}")
+        if gamma_adaptive is not None and not gamma <= gamma_adaptive < 1.0:
+            raise ValueError(f"gamma_adaptive must be in [gamma, 1), got {gamma_adaptive}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if not epsilon > 0:
+            raise ValueError(f"epsilon must be positive, got {epsilon}")
+        self.generator_update = AmortizedSVGD(kernel, normalize)
+        self.gamma, self.gamma_adaptive, self.alpha, self.epsilon = gamma, gamma_adaptive, alpha, epsilon
+        self.cd_kernel = cd_kernel if cd_kernel is not None else RBF()
+        self.normalize: Normalize = normalize
+
+    def generator_loss(self, energy: nn.Module, x_gen: Tensor) -> tuple[Tensor, dict[str, float]]:
+        return self.generator_update.loss(energy, x_gen)
+
+    def use_steincd(self, generator: torch.Generator | None = None) -> bool:
+        """The step's coin: True with probability alpha (drawn from ``generator``)."""
+        if self.alpha <= 0.0:
+            return False
+        if self.alpha >= 1.0:
+            return True
+        device = generator.device if generator is not None else None
+        return bool(torch.rand((), generator=generator, device=device) < self.alpha)
+
+    def energy_loss(
+        self, energy: nn.Module, x_pos: Tensor, x_gen: Tensor, steincd: bool
+    ) -> tuple[Tensor, dict[str, float]]:
+        """Surrogate whose theta-gradient is minus the energy update above."""
+        m = x_pos.shape[0]
+        if steincd:
+            phi = svgd_direction(x_pos, score(energy, x_pos), self.cd_kernel, self.normalize)
+            x_neg = (x_pos + self.epsilon * phi).detach()
+        else:
+            x_neg = x_gen.detach().reshape(x_pos.shape)
+        f = energy(torch.cat([x_pos, x_neg]))
+        f_pos, f_neg = f[:m].mean(), f[m:].mean()
+        gamma = 0.0
+        if not steincd:
+            gamma = self.gamma
+            if self.gamma_adaptive is not None and bool(f_pos < f_neg):  # real energy above generated
+                gamma = self.gamma_adaptive
+        loss = (1.0 - gamma) * f_neg - f_pos
+        stats = {
+            "f_pos": float(f_pos.detach()),
+            "f_neg": float(f_neg.detach()),
+            "gamma": gamma,
+            "steincd": float(steincd),
+        }
+        return loss, stats
+
+
+class DCGANLoss:
+    """The DCGAN baseline (non-saturating GAN losses on a discriminator's logits)."""
+
+    @staticmethod
+    def discriminator_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + F.binary_cross_entropy_with_logits(
+            d_fake, torch.zeros_like(d_fake)
+        )
+
+    @staticmethod
+    def generator_loss(d_fake: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
