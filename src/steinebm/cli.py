@@ -22,10 +22,14 @@ EXAMPLES = {
     "evaluate": """examples:
   steinebm evaluate runs/steincd                # exact test log-likelihood, nats per image""",
     "sample": """examples:
-  steinebm sample runs/steincd --n 64 --out samples.png""",
+  steinebm sample runs/steincd --n 64 --out samples.png
+  steinebm sample runs/steingan --source generator""",
     "reproduce": """examples:
   steinebm reproduce fig1a --data-dir ../shared/data/mnist          # sweep + 3 seeds, full MNIST
-  steinebm reproduce fig1a --no-sweep --seeds 1 --epochs 5          # a quick look""",
+  steinebm reproduce fig1a --no-sweep --seeds 1 --epochs 5          # a quick look
+  steinebm reproduce fig1b --data-dir ../shared/data/mnist          # alpha in {0,.1,.25,.5,.75,1}: LL + IS
+  steinebm reproduce fig1c                                          # SteinGAN samples (shares fig1b's runs)
+  steinebm reproduce fig1d                                          # the same without the kernel""",
     "demo": """examples:
   steinebm demo                                 # embedded MNIST subset, about a minute""",
 }
@@ -71,9 +75,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=1000, help="Gibbs steps per chain (default 1000)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="PNG path (default RUN_DIR/samples.png)")
+    s.add_argument(
+        "--source",
+        choices=["auto", "generator", "energy"],
+        default="auto",
+        help="draw from the run's generator or by Gibbs sampling its RBM (auto: generator if any)",
+    )
 
     r = add("reproduce", "Reproduce a figure of the paper: runs, plot, table with the paper's claims.")
-    r.add_argument("figure", choices=["fig1a"])
+    r.add_argument("figure", choices=["fig1a", "fig1b", "fig1c", "fig1d"])
     r.add_argument("--out", help="output folder (default runs/FIGURE)")
     r.add_argument("--data-dir")
     r.add_argument("--dataset", default="mnist", choices=["mnist", "mnist-embedded"])
@@ -81,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--epochs", type=int, default=20)
     r.add_argument("--no-sweep", action="store_true", help="skip the hyper-parameter sweep; use defaults")
     r.add_argument("--jobs", type=int, default=2, help="runs in parallel (default 2)")
-    r.add_argument("--methods", help="comma-separated subset, e.g. 'CD-1,SteinCD'")
+    r.add_argument("--methods", help="fig1a: comma-separated subset, e.g. 'CD-1,SteinCD'")
+    r.add_argument("--is-samples", type=int, default=50_000, help="fig1b-d: generated images for the inception score")
+    r.add_argument("--n-train", type=int, default=0, help="use only the first N training images (0 = all)")
 
     d = add("demo", "Figure 1(a) in miniature on the embedded MNIST subset.")
     d.add_argument("--out", default="runs/demo")
@@ -142,13 +154,22 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     import torch
 
     from .plots import save_image_grid
-    from .train import load, load_checkpoint
+    from .train import load, load_checkpoint, load_generator
 
     _positive("n", a.n)
     _positive("steps", a.steps)
     ck = load_checkpoint(a.run_dir)
-    model: Any = load(a.run_dir)
-    x = model.sample(a.n, n_steps=a.steps, generator=torch.Generator().manual_seed(a.seed))
+    rng = torch.Generator().manual_seed(a.seed)
+    source = a.source if a.source != "auto" else ("generator" if "generator" in ck else "energy")
+    if source == "generator":
+        G: Any = load_generator(a.run_dir)
+        with torch.no_grad():
+            x = G(G.sample_noise(a.n, rng))
+    else:
+        model: Any = load(a.run_dir)
+        if not hasattr(model, "sample"):
+            raise UserError(f"the model of {a.run_dir} has no sampler; use --source generator")
+        x = model.sample(a.n, n_steps=a.steps, generator=rng)
     out = Path(a.out) if a.out else Path(a.run_dir) / "samples.png"
     save_image_grid(x, out, ck.get("image_shape", [1, 28, 28]))
     print(out)
@@ -156,26 +177,24 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(a: argparse.Namespace) -> int:
-    from .reproduce import fig1a
+    from .reproduce import fig1a, fig1b, fig1cd
 
     _positive("seeds", a.seeds)
     _positive("epochs", a.epochs)
     _positive("jobs", a.jobs)
+    _positive("is-samples", a.is_samples)
     out = a.out or f"runs/{a.figure}"
-    methods = [m.strip() for m in a.methods.split(",")] if a.methods else None
-    summary = fig1a(
-        out=out,
-        dataset=a.dataset,
-        data_dir=a.data_dir,
-        seeds=a.seeds,
-        epochs=a.epochs,
-        sweep=not a.no_sweep,
-        jobs=a.jobs,
-        methods=methods,
-    )
-    print((Path(out) / "fig1a.md").read_text())
-    print(f"figure: {Path(out) / 'fig1a.png'}")
-    return 0 if summary else 1
+    common: dict[str, Any] = dict(dataset=a.dataset, data_dir=a.data_dir, epochs=a.epochs, n_train=a.n_train)
+    if a.figure == "fig1a":
+        methods = [m.strip() for m in a.methods.split(",")] if a.methods else None
+        fig1a(out=out, seeds=a.seeds, sweep=not a.no_sweep, jobs=a.jobs, methods=methods, **common)
+    elif a.figure == "fig1b":
+        fig1b(out=out, seeds=a.seeds, jobs=a.jobs, is_samples=a.is_samples, **common)
+    else:
+        fig1cd(a.figure, out=out, is_samples=a.is_samples, **common)
+    print((Path(out) / f"{a.figure}.md").read_text())
+    print(f"figures in {out}")
+    return 0
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:

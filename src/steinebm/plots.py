@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["image_grid", "save_image_grid", "plot_curves"]
+__all__ = ["image_grid", "save_image_grid", "plot_curves", "plot_alpha_panels"]
 
 
 def image_grid(images: Tensor, image_shape: Sequence[int], nrow: int | None = None, pad: int = 2) -> np.ndarray:
@@ -77,6 +77,31 @@ def plot_curves(
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_alpha_panels(rows: list[dict], path: str | Path) -> Path:
+    """Figure 1(b): test log-likelihood and inception score against alpha, two panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    alphas = np.array([float(r["variant"].split("=")[1]) for r in rows])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+    for ax, key, label in ((axes[0], "ll", "test log-likelihood (nats)"), (axes[1], "is", "inception score")):
+        mean = np.array([r[f"{key}_mean"] for r in rows])
+        std = np.array([r[f"{key}_std"] for r in rows])
+        ax.errorbar(alphas, mean, yerr=std, marker="o", capsize=3)
+        ax.set_xlabel("alpha (fraction of SteinCD steps)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Figure 1(b): SteinCD-GAN(alpha) on the MNIST RBM")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,535 @@
+"""The generator side: amortized SVGD (Eq. 20-21), Amortized MLE / SteinGAN (Algorithm 2, Eq. 23
+with Section 5.2's discount), SteinCD-GAN(alpha), the MNIST generator / discriminator, the DCGAN
+losses, and two-step smoke runs of every generator method through ``steinebm.train``.
+
+References are independent of the library: phi by the double loop of Eq. 5 in numpy (with the
+median rule written out), scores by autograd of the energy's forward, per-sample generator
+Jacobians by one backward pass per output coordinate, RBM theta-gradients from the formula
+in numpy, and the GAN losses from ``log sigmoid`` by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from steinebm import train as T
+from steinebm.config import Config
+from steinebm.data import load_dataset
+from steinebm.energies import GaussianBernoulliRBM
+from steinebm.generators import MNISTDiscriminator, MNISTGenerator, uniform_noise
+from steinebm.kernels import RBF, ConstantKernel
+from steinebm.learners.steingan import AmortizedSVGD, DCGANLoss, SteinGAN
+
+DT = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def make_rbm(d=4, l=3, seed=0) -> GaussianBernoulliRBM:
+    rng = np.random.default_rng(seed)
+    rbm = GaussianBernoulliRBM(d, l).double()
+    with torch.no_grad():
+        rbm.B.copy_(torch.tensor(rng.uniform(-1.2, 1.2, (d, l))))
+        rbm.b.copy_(torch.tensor(rng.normal(0, 0.5, d)))
+        rbm.c.copy_(torch.tensor(rng.normal(0, 0.5, l)))
+    return rbm
+
+
+class Quadratic(nn.Module):
+    """f(x) = -1/2 (x - mu)^T A (x - mu), A = L L^T + I: a log-Gaussian with a full precision."""
+
+    def __init__(self, d=4, seed=1) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        L = torch.randn(d, d, generator=g, dtype=DT) * 0.5
+        self.A = nn.Parameter(L @ L.T + torch.eye(d, dtype=DT))
+        self.mu = nn.Parameter(torch.randn(d, generator=g, dtype=DT))
+
+    def forward(self, x):
+        z = x.reshape(x.shape[0], -1) - self.mu
+        return -0.5 * ((z @ self.A) * z).sum(1)
+
+
+def tiny_generator(seed=0, d_in=3, hidden=5, d_out=4) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.Tanh(), nn.Linear(hidden, d_out)).double()
+
+
+def score_autograd(energy: nn.Module, x: np.ndarray) -> np.ndarray:
+    """grad_x f(x_i), one sample at a time, by autograd of the forward (never energy.score)."""
+    out = []
+    for row in x:
+        xi = torch.tensor(row[None], dtype=DT, requires_grad=True)
+        (g,) = torch.autograd.grad(energy(xi).sum(), xi)
+        out.append(g[0].numpy())
+    return np.array(out)
+
+
+def median_h(x: np.ndarray) -> float:
+    """The paper's rule: h = med^2 / log m, med the (numpy) median of the distances i < j."""
+    m = len(x)
+    dists = [np.linalg.norm(x[i] - x[j]) for i in range(m) for j in range(i + 1, m)]
+    return float(np.median(dists)) ** 2 / math.log(m)
+
+
+def phi_loop(x: np.ndarray, s: np.ndarray, h: float | None, normalize="m") -> np.ndarray:
+    """Eq. 5 by a double loop: phi_i = 1/m sum_j [k(x_j, x_i) s_j + grad_{x_j} k(x_j, x_i)],
+    k = exp(-||x_j - x_i||^2 / h) (h=None: the constant kernel k = 1)."""
+    m = len(x)
+    phi = np.zeros_like(x)
+    for i in range(m):
+        ksum = 0.0
+        for j in range(m):
+            if h is None:
+                k, dk = 1.0, np.zeros_like(x[j])
+            else:
+                k = math.exp(-np.sum((x[j] - x[i]) ** 2) / h)
+                dk = -2.0 / h * (x[j] - x[i]) * k
+            phi[i] += k * s[j] + dk
+            ksum += k
+        phi[i] /= m if normalize == "m" else ksum
+    return phi
+
+
+def jacobians(G: nn.Module, xi: torch.Tensor) -> list[np.ndarray]:
+    """Per-sample Jacobians dG(xi_i)/d eta, each (d_out, n_params), one backward per coordinate."""
+    params = list(G.parameters())
+    out = []
+    for i in range(xi.shape[0]):
+        y = G(xi[i : i + 1])[0]
+        rows = []
+        for k in range(y.shape[0]):
+            gs = torch.autograd.grad(y[k], params, retain_graph=True)
+            rows.append(torch.cat([g.reshape(-1) for g in gs]).numpy())
+        out.append(np.array(rows))
+    return out
+
+
+def flat_grad(loss: torch.Tensor, module: nn.Module) -> np.ndarray:
+    gs = torch.autograd.grad(loss, list(module.parameters()), allow_unused=True)
+    return torch.cat(
+        [(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(gs, module.parameters())]
+    ).numpy()
+
+
+def rbm_theta_grad(rbm: GaussianBernoulliRBM, x: np.ndarray) -> np.ndarray:
+    """mean over rows of grad_theta f(x) for (B, b, c), from the formula:
+    dB = x tanh(z)^T, db = x, dc = tanh(z), z = B^T x + c."""
+    B, c = rbm.B.detach().numpy(), rbm.c.detach().numpy()
+    t = np.tanh(x @ B + c)
+    dB = np.einsum("mi,mk->ik", x, t) / len(x)
+    return np.concatenate([dB.reshape(-1), x.mean(0), t.mean(0)])
+
+
+def rbm_f(rbm: GaussianBernoulliRBM, x: np.ndarray) -> np.ndarray:
+    B, b, c = (p.detach().numpy() for p in (rbm.B, rbm.b, rbm.c))
+    z = x @ B + c
+    return x @ b - 0.5 * (x * x).sum(1) + np.log(np.exp(z) + np.exp(-z)).sum(1)
+
+
+# ------------------------------------------------- 1. amortized SVGD = -1/m sum J^T phi
+
+
+ENERGIES = {"rbm": lambda: make_rbm(), "quadratic": lambda: Quadratic()}
+
+
+@pytest.mark.parametrize("energy_name", list(ENERGIES))
+@pytest.mark.parametrize(
+    "bandwidth,m,normalize",
+    [(0.7, 6, "m"), (3.0, 5, "m"), ("median", 6, "m"), ("median", 5, "m"), ("median", 6, "kernel_sum")],
+)
+def test_amortized_svgd_gradient_equals_jacobian_transpose_phi(energy_name, bandwidth, m, normalize):
+    energy = ENERGIES[energy_name]()
+    G = tiny_generator(seed=m)
+    xi = uniform_noise(m, 3, torch.Generator().manual_seed(7)).to(DT)
+    x_gen = G(xi)
+    x = x_gen.detach().numpy().copy()
+
+    h = median_h(x) if bandwidth == "median" else float(bandwidth)
+    phi = phi_loop(x, score_autograd(energy, x), h, normalize)
+    J = jacobians(G, xi)
+    expected = -sum(J[i].T @ phi[i] for i in range(m)) / m
+
+    kernel = RBF(bandwidth)
+    loss, stats = AmortizedSVGD(kernel, normalize=normalize).loss(energy, x_gen)
+    got = flat_grad(loss, G)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+    assert kernel.last_h == pytest.approx(h, rel=1e-12)
+    assert stats["phi_norm"] == pytest.approx(np.linalg.norm(phi, axis=1).mean(), rel=1e-9)
+    # the energy is not touched by the generator's loss
+    assert all(p.grad is None for p in energy.parameters())
+
+
+# ------------------------------------------------- 2. reductions: one particle, constant kernel
+
+
+@pytest.mark.parametrize("energy_name", list(ENERGIES))
+@pytest.mark.parametrize("kernel", [RBF(), RBF(bandwidth=0.3), ConstantKernel()], ids=["median", "h0.3", "const"])
+def test_one_particle_is_gradient_ascent_on_f_of_G(energy_name, kernel):
+    energy = ENERGIES[energy_name]()
+    G = tiny_generator(seed=3)
+    xi = uniform_noise(1, 3, torch.Generator().manual_seed(1)).to(DT)
+    loss, _ = AmortizedSVGD(kernel).loss(energy, G(xi))
+    got = flat_grad(loss, G)
+    expected = flat_grad(-energy(G(xi)).sum(), G)  # d/d eta of -f(G(xi))
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-13)
+    assert np.linalg.norm(expected) > 1e-3  # not a vacuous 0 == 0
+
+
+@pytest.mark.parametrize("energy_name", list(ENERGIES))
+def test_constant_kernel_moves_every_sample_along_the_mean_score(energy_name):
+    energy = ENERGIES[energy_name]()
+    m = 7
+    G = tiny_generator(seed=4)
+    xi = uniform_noise(m, 3, torch.Generator().manual_seed(2)).to(DT)
+    x_gen = G(xi)
+    x = x_gen.detach().numpy().copy()
+    s_bar = score_autograd(energy, x).mean(0)
+    J = jacobians(G, xi)
+    expected = -sum(J[i].T @ s_bar for i in range(m)) / m
+    loss, _ = AmortizedSVGD(ConstantKernel()).loss(energy, x_gen)
+    np.testing.assert_allclose(flat_grad(loss, G), expected, rtol=1e-9, atol=1e-12)
+    # and it differs from the per-sample (amortized MAP) direction -1/m sum J_i^T s_i
+    s = score_autograd(energy, x)
+    per_sample = -sum(J[i].T @ s[i] for i in range(m)) / m
+    assert np.linalg.norm(per_sample - expected) > 1e-3 * np.linalg.norm(expected)
+
+
+# ------------------------------------------------- 3. the energy step: gamma, adaptive gamma, SteinCD
+
+
+def _batches(rbm, seed=0, m=6):
+    rng = np.random.default_rng(seed)
+    x_pos = rng.normal(0, 1, (m, rbm.n_visible))
+    x_gen = rng.normal(0.3, 1.5, (m, rbm.n_visible))
+    return x_pos, x_gen
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.3, 0.7])
+def test_energy_step_discounts_generated_batch_by_one_minus_gamma(gamma):
+    rbm = make_rbm()
+    x_pos, x_gen = _batches(rbm)
+    sg = SteinGAN(gamma=gamma)
+    loss, stats = sg.energy_loss(rbm, torch.tensor(x_pos), torch.tensor(x_gen, requires_grad=True), steincd=False)
+    expected = -(rbm_theta_grad(rbm, x_pos) - (1.0 - gamma) * rbm_theta_grad(rbm, x_gen))
+    np.testing.assert_allclose(flat_grad(loss, rbm), expected, rtol=1e-10, atol=1e-12)
+    assert stats["gamma"] == gamma and stats["steincd"] == 0.0
+    assert stats["f_pos"] == pytest.approx(rbm_f(rbm, x_pos).mean(), rel=1e-10)
+    assert stats["f_neg"] == pytest.approx(rbm_f(rbm, x_gen).mean(), rel=1e-10)
+
+
+@pytest.mark.parametrize("real_above_generated", [True, False])
+def test_adaptive_gamma_applies_when_real_energy_is_above_generated(real_above_generated):
+    rbm = make_rbm()
+    rng = np.random.default_rng(3)
+    near = rbm.b.detach().numpy() + rng.normal(0, 0.3, (6, 4))  # high f (low energy)
+    far = rbm.b.detach().numpy() + rng.normal(0, 0.3, (6, 4)) + 4.0  # low f (high energy)
+    # real energy above generated  <=>  mean f(x+) < mean f(x-)
+    x_pos, x_gen = (far, near) if real_above_generated else (near, far)
+    f_pos, f_neg = rbm_f(rbm, x_pos).mean(), rbm_f(rbm, x_gen).mean()
+    assert (f_pos < f_neg) == real_above_generated  # the set-up does what it says
+
+    sg = SteinGAN(gamma=0.7, gamma_adaptive=0.9)
+    loss, stats = sg.energy_loss(rbm, torch.tensor(x_pos), torch.tensor(x_gen), steincd=False)
+    used = 0.9 if real_above_generated else 0.7
+    assert stats["gamma"] == used
+    assert stats["f_pos"] == pytest.approx(f_pos, rel=1e-10)
+    assert stats["f_neg"] == pytest.approx(f_neg, rel=1e-10)
+    expected = -(rbm_theta_grad(rbm, x_pos) - (1.0 - used) * rbm_theta_grad(rbm, x_gen))
+    np.testing.assert_allclose(flat_grad(loss, rbm), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cd_bandwidth", ["median", 0.8])
+def test_steincd_step_uses_svgd_negatives_without_discount(cd_bandwidth):
+    rbm = make_rbm()
+    x_pos, x_gen = _batches(rbm, seed=5)
+    eps = 0.05
+    sg = SteinGAN(gamma=0.7, gamma_adaptive=0.9, epsilon=eps, cd_kernel=RBF(cd_bandwidth))
+    loss, stats = sg.energy_loss(rbm, torch.tensor(x_pos), torch.tensor(x_gen), steincd=True)
+
+    h = median_h(x_pos) if cd_bandwidth == "median" else cd_bandwidth
+    x_neg = x_pos + eps * phi_loop(x_pos, score_autograd(rbm, x_pos), h)
+    expected = -(rbm_theta_grad(rbm, x_pos) - rbm_theta_grad(rbm, x_neg))  # SteinCD, Algorithm 1
+    np.testing.assert_allclose(flat_grad(loss, rbm), expected, rtol=1e-9, atol=1e-12)
+    assert stats["gamma"] == 0.0 and stats["steincd"] == 1.0
+    assert stats["f_neg"] == pytest.approx(rbm_f(rbm, x_neg).mean(), rel=1e-10)
+    # the generated batch plays no part
+    loss2, _ = sg.energy_loss(rbm, torch.tensor(x_pos), torch.tensor(x_gen + 10.0), steincd=True)
+    assert float(loss2.detach()) == pytest.approx(float(loss.detach()), rel=1e-12)
+
+
+# ------------------------------------------------- 4. alpha: the SteinCD coin
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.25, 0.5])
+def test_alpha_is_the_frequency_of_steincd_steps(alpha):
+    n = 20_000
+    sg = SteinGAN(alpha=alpha)
+    g = torch.Generator().manual_seed(123)
+    draws = np.array([sg.use_steincd(g) for _ in range(n)])
+    se = math.sqrt(alpha * (1 - alpha) / n)
+    assert abs(draws.mean() - alpha) < 4 * se
+    g2 = torch.Generator().manual_seed(123)
+    assert np.array_equal(draws[:2000], [sg.use_steincd(g2) for _ in range(2000)])
+    g3 = torch.Generator().manual_seed(124)
+    assert not np.array_equal(draws[:2000], [sg.use_steincd(g3) for _ in range(2000)])
+
+
+def test_alpha_zero_never_and_one_always():
+    g = torch.Generator().manual_seed(0)
+    assert not any(SteinGAN(alpha=0.0).use_steincd(g) for _ in range(2000))
+    assert all(SteinGAN(alpha=1.0).use_steincd(g) for _ in range(2000))
+    assert not any(SteinGAN().use_steincd(None) for _ in range(100))  # default alpha = 0: SteinGAN
+
+
+# ------------------------------------------------- 5. a mixture of Gaussians: kernel vs no kernel
+
+MODES = ((-3.0, 0.0), (3.0, 0.0))
+SIGMA = 0.5
+
+
+class TwoGaussians(nn.Module):
+    """log(0.5 N(x; (-3, 0), 0.25 I) + 0.5 N(x; (3, 0), 0.25 I)), normalised."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mu", torch.tensor(MODES))
+
+    def forward(self, x):
+        d2 = ((x[:, None, :] - self.mu[None]) ** 2).sum(-1)  # m 2
+        lp = -d2 / (2 * SIGMA**2) - math.log(2 * math.pi * SIGMA**2) + math.log(0.5)
+        return torch.logsumexp(lp, 1)
+
+
+def _train_mog_generator(kernel, steps=1500, m=100, lr=1e-2, seed=0) -> torch.Tensor:
+    torch.manual_seed(seed)
+    G = nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 2))
+    with torch.no_grad():
+        # zero biases make G odd, so the initial samples are symmetric about 0 and straddle both
+        # modes; a wider last layer spreads them over about [-2, 2]
+        G[4].weight.mul_(10.0)
+        for layer in (G[0], G[2], G[4]):
+            layer.bias.zero_()
+    opt = torch.optim.Adam(G.parameters(), lr=lr)
+    energy, amortized = TwoGaussians(), AmortizedSVGD(kernel)
+    g = torch.Generator().manual_seed(seed + 1)
+    for _ in range(steps):
+        loss, _ = amortized.loss(energy, G(uniform_noise(m, 2, g)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return G(uniform_noise(4000, 2, g))
+
+
+def _median_radius(x: torch.Tensor) -> float:
+    """Median distance of the samples to their coordinate-wise median: a spread measure that a
+    few stragglers do not inflate. For N(mu, s^2 I_2) it is s sqrt(2 log 2) = 1.177 s."""
+    return float((x - x.median(0).values).norm(dim=1).median())
+
+
+@pytest.fixture(scope="module")
+def mog_samples():
+    return {"rbf": _train_mog_generator(RBF()), "constant": _train_mog_generator(ConstantKernel())}
+
+
+def test_amortized_svgd_with_rbf_kernel_covers_both_modes(mog_samples):
+    x = mog_samples["rbf"]
+    assert torch.isfinite(x).all()
+    left = x[:, 0] < 0
+    assert 0.25 < float(left.double().mean()) < 0.75
+    for mask, mu in zip((left, ~left), MODES):
+        xm = x[mask]
+        assert torch.allclose(xm.mean(0), torch.tensor(mu), atol=0.3), (xm.mean(0), mu)
+        std = xm.std(0)
+        assert ((0.3 < std) & (std < 0.8)).all(), std
+        assert 0.6 * 1.177 * SIGMA < _median_radius(xm) < 1.4 * 1.177 * SIGMA
+
+
+def test_amortized_svgd_without_kernel_loses_diversity(mog_samples):
+    x_rbf, x_const = mog_samples["rbf"], mog_samples["constant"]
+    assert torch.isfinite(x_const).all()
+
+    def dominant(x):
+        left = x[:, 0] < 0
+        return x[left] if left.sum() >= (~left).sum() else x[~left]
+
+    r_rbf, r_const = _median_radius(dominant(x_rbf)), _median_radius(dominant(x_const))
+    assert r_const < 0.3 * r_rbf, (r_const, r_rbf)
+    # and the collapse is in every mode that the no-kernel generator still reaches
+    left = x_const[:, 0] < 0
+    for mask in (left, ~left):
+        if int(mask.sum()) >= 50:
+            assert _median_radius(x_const[mask]) < 0.3 * r_rbf
+
+
+# ------------------------------------------------- 6. smoke: every generator method through train()
+
+SMOKE = dict(dataset="mnist-embedded", n_train=200, batch_size=20, progress=False, max_steps=2)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("mnist-embedded")
+
+
+@pytest.fixture(scope="module")
+def energy_run(tmp_path_factory, data):
+    out = tmp_path_factory.mktemp("steincd") / "run"
+    T.train(Config(method="steincd", out_dir=str(out), **SMOKE), dataset=data)
+    return out
+
+
+def _finite(state: dict) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
+
+
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _changed(before: dict, after: dict) -> bool:
+    """Whether a parameter moved (BatchNorm's running statistics move in any forward pass)."""
+    keys = [k for k in before if not k.endswith(BUFFERS)]
+    assert keys
+    return any(not torch.equal(before[k], after[k]) for k in keys)
+
+
+def _cases(energy_run):
+    return {
+        "steingan": dict(method="steingan", gamma=0.7, gamma_adaptive=0.9),
+        "dcgan": dict(method="dcgan"),
+        "steincd-gan": dict(method="steingan", alpha=0.5, gen_kernel="constant"),
+        "amortized-svgd": dict(method="amortized-svgd", energy_from=str(energy_run)),
+    }
+
+
+@pytest.mark.parametrize("case", ["steingan", "dcgan", "steincd-gan", "amortized-svgd"])
+def test_build_parts_one_step(case, energy_run, data):
+    kw = _cases(energy_run)[case]
+    cfg = Config(dataset="mnist-embedded", batch_size=8, out_dir="unused", progress=False, **kw).validate()
+    parts = T.build_parts(cfg, 784, torch.device("cpu"))
+    before = {name: {k: v.clone() for k, v in mod.state_dict().items()} for name, mod in parts.modules.items()}
+    loss, stats = parts.step(data.train.x[:8], torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and all(math.isfinite(v) for v in stats.values())
+    after = {name: mod.state_dict() for name, mod in parts.modules.items()}
+    assert all(_finite(s) for s in after.values())
+    assert _changed(before["generator"], after["generator"])
+    if case == "amortized-svgd":
+        assert parts.frozen == {"model"}
+        assert not _changed(before["model"], after["model"])
+        assert all(not p.requires_grad for p in parts.modules["model"].parameters())
+    else:
+        assert _changed(before["model"], after["model"])
+
+
+@pytest.mark.parametrize("case", ["steingan", "dcgan", "steincd-gan", "amortized-svgd"])
+def test_train_two_steps(case, energy_run, data, tmp_path):
+    kw = _cases(energy_run)[case]
+    cfg = Config(out_dir=str(tmp_path / case), log_every=1, **SMOKE, **kw)
+    init = {
+        name: {k: v.clone() for k, v in mod.state_dict().items()}
+        for name, mod in T.build_parts(cfg, 784, torch.device("cpu")).modules.items()
+    }
+    rec = T.train(cfg, dataset=data)
+    assert rec["step"] == 2
+    ck = T.load_checkpoint(cfg.out_dir)
+    assert ck["step"] == 2
+    assert _finite(ck["generator"]) and _finite(ck["model"])
+    assert _changed(init["generator"], ck["generator"])
+    if case == "amortized-svgd":
+        source = T.load_checkpoint(energy_run)["model"]
+        assert all(torch.equal(ck["model"][k], source[k]) for k in source)  # frozen, and the source's
+        assert "optimizer" not in ck
+    else:
+        assert _changed(init["model"], ck["model"])
+    lines = [json.loads(s) for s in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in lines if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2] and all(math.isfinite(r["loss"]) for r in steps)
+    if case == "steingan":
+        assert all(r["gamma"] in (0.7, 0.9) and r["steincd"] == 0.0 for r in steps)
+        assert all((r["gamma"] == 0.9) == (r["f_pos"] < r["f_neg"]) for r in steps)
+    if case == "steincd-gan":
+        assert all(r["gamma"] == 0.0 and r["steincd"] in (0.0, 1.0) for r in steps)  # gamma = 0 both ways here
+
+    G = T.load_generator(cfg.out_dir)
+    assert not G.training
+    with torch.no_grad():
+        x = G(G.sample_noise(5, torch.Generator().manual_seed(0)))
+    assert x.shape == (5, 1, 28, 28)
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+
+
+def test_load_generator_refuses_energy_only_run(energy_run):
+    with pytest.raises(T.UserError):
+        T.load_generator(energy_run)
+
+
+# ------------------------------------------------- 7. MNIST generator, discriminator, DCGAN losses
+
+
+def test_mnist_generator_shapes_range_and_init():
+    G = MNISTGenerator(generator=torch.Generator().manual_seed(0))
+    xi = G.sample_noise(4000, torch.Generator().manual_seed(1))
+    assert xi.shape == (4000, 100)
+    assert float(xi.min()) >= -1.0 and float(xi.max()) < 1.0
+    assert abs(float(xi.mean())) < 0.01 and abs(float(xi.var()) - 1.0 / 3.0) < 0.01  # U(-1, 1)
+    with torch.no_grad():
+        x = G(xi[:6])
+    assert x.shape == (6, 1, 28, 28)
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    layers = [mod for mod in G.modules() if isinstance(mod, (nn.Linear, nn.ConvTranspose2d))]
+    assert sum(isinstance(mod, nn.Linear) for mod in layers) == 2
+    for mod in layers:
+        w = mod.weight.detach().double()
+        assert abs(float(w.std()) - 0.02) < 0.002, (mod, float(w.std()))
+        assert abs(float(w.mean())) < 0.002
+        assert torch.count_nonzero(mod.bias) == 0
+    # the seed alone fixes the weights, whatever the global generator's state
+    torch.manual_seed(12345)
+    G2 = MNISTGenerator(generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(G.parameters(), G2.parameters()))  # (BN buffers moved)
+    G3 = MNISTGenerator(generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(G.fc[0].weight, G3.fc[0].weight)
+
+
+def test_mnist_discriminator_returns_one_logit_per_image():
+    D = MNISTDiscriminator(generator=torch.Generator().manual_seed(0))
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    out = D(x)
+    assert out.shape == (3,) and torch.isfinite(out).all()
+    assert D(x.reshape(3, 784)).shape == (3,)  # flat rows as the data loader gives them
+
+
+def test_dcgan_losses_match_hand_formulas():
+    rng = np.random.default_rng(0)
+    d_real, d_fake = rng.normal(0, 3, 9), rng.normal(0, 3, 9)
+
+    def log_sigmoid(z):
+        return -np.log1p(np.exp(-z))
+
+    d_expected = -np.mean(log_sigmoid(d_real)) - np.mean(log_sigmoid(-d_fake))  # log(1 - s(z)) = log s(-z)
+    g_expected = -np.mean(log_sigmoid(d_fake))  # non-saturating
+    got_d = DCGANLoss.discriminator_loss(torch.tensor(d_real), torch.tensor(d_fake))
+    got_g = DCGANLoss.generator_loss(torch.tensor(d_fake))
+    assert float(got_d) == pytest.approx(d_expected, rel=1e-12)
+    assert float(got_g) == pytest.approx(g_expected, rel=1e-12)
+    # the gradient of the generator's loss in a logit is -(1 - sigmoid(z)) / m
+    z = torch.tensor(d_fake, requires_grad=True)
+    DCGANLoss.generator_loss(z).backward()
+    np.testing.assert_allclose(z.grad.numpy(), -(1 - 1 / (1 + np.exp(-d_fake))) / 9, rtol=1e-12)
