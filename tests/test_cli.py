@@ -116,3 +116,20 @@ def test_reproduce_fig1a_small(tmp_path):
         "inconclusive (within the seed spread)",
     )
     assert Path(out / "summary.json").exists()
+
+
+def test_reproduce_fig1b_fig1c_small(tmp_path):
+    from steinebm.reproduce import fig1b, fig1cd
+
+    out = tmp_path / "fig1b"
+    common = dict(dataset="mnist-embedded", epochs=1, n_train=100, is_samples=200, log=lambda s: None)
+    summary = fig1b(out=out, alphas=(0.0, 1.0), seeds=1, jobs=1, **common)
+    variants = [r["variant"] for r in summary["rows"]]
+    assert variants == ["alpha=0", "alpha=1", "no-kernel"]
+    for r in summary["rows"]:
+        assert r["ll_mean"] < 0 and 1.0 <= r["is_mean"] <= 10.0 and 1 <= r["classes_mean"] <= 10
+    assert (out / "fig1b.png").exists() and "inception score" in (out / "fig1b.md").read_text()
+    res = fig1cd("fig1c", out=tmp_path / "fig1c", fig1b_dir=out, **common)
+    assert set(res) == {"SteinGAN", "generator on SteinCD's energy"}
+    for r in res.values():
+        assert Path(r["grid"]).exists()

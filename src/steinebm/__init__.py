@@ -1,8 +1,11 @@
 """steinebm: learning deep energy models with Stein methods (Liu & Wang, 2017)."""
 
 from .energies import GaussianBernoulliRBM, score
+from .generators import MNISTDiscriminator, MNISTGenerator
+from .inception import inception_score, load_classifier, mode_coverage
 from .kernels import IMQ, RBF, ConstantKernel, FeatureKernel, Kernel, median_bandwidth
 from .learners import CD, HyvarinenScoreMatching, Learner, SteinCD, SteinScoreMatching, SymmetricSteinCD
+from .learners.steingan import AmortizedSVGD, DCGANLoss, SteinGAN
 from .metrics import average_log_likelihood
 from .samplers import langevin
 from .svgd import SVGD, amortized_svgd_loss, svgd_direction
@@ -11,10 +14,17 @@ __version__ = "0.1.0"
 
 
 def load(run_dir: str):  # type: ignore[no-untyped-def]
-    """The trained model of a run folder (see :func:`steinebm.train.load`)."""
+    """The trained energy model of a run folder (see :func:`steinebm.train.load`)."""
     from .train import load as _load
 
     return _load(run_dir)
+
+
+def load_generator(run_dir: str):  # type: ignore[no-untyped-def]
+    """The trained generator of a run folder (see :func:`steinebm.train.load_generator`)."""
+    from .train import load_generator as _load_generator
+
+    return _load_generator(run_dir)
 
 
 __all__ = [
@@ -37,5 +47,14 @@ __all__ = [
     "SteinScoreMatching",
     "HyvarinenScoreMatching",
     "average_log_likelihood",
+    "AmortizedSVGD",
+    "SteinGAN",
+    "DCGANLoss",
+    "MNISTGenerator",
+    "MNISTDiscriminator",
+    "inception_score",
+    "mode_coverage",
+    "load_classifier",
     "load",
+    "load_generator",
 ]

@@ -397,7 +397,7 @@ def fig1b(
             sc = generator_scores(cfg.out_dir, is_samples, seed=cfg.seed)
             scores_path.write_text(json.dumps(sc))
         r["is"].append(sc["is_mean"])
-        r["classes"].append(sc["n_classes"])
+        r["classes"].append(sc["classes_present"])
         r["entropy"].append(sc["entropy"])
     table: list[dict[str, Any]] = []
     for name, r in rows.items():
@@ -570,7 +570,7 @@ def fig1cd(
         ll = res["evals"][-1].get("test_ll", float("nan")) if res["evals"] else float("nan")
         result[name] = {"grid": str(grid), "test_ll": ll, **sc}
         lines.append(
-            f"| {name} | {grid.name} | {ll:.2f} | {sc['is_mean']:.2f} ± {sc['is_std']:.2f} | {sc['n_classes']} | "
+            f"| {name} | {grid.name} | {ll:.2f} | {sc['is_mean']:.2f} ± {sc['is_std']:.2f} | {sc['classes_present']} | "
             f"{sc['entropy']:.3f} |"
         )
     (out / f"{which}.md").write_text("\n".join(lines) + "\n")
