@@ -152,28 +152,37 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 def _coerce(key: str, value: Any) -> Any:
     """Check value against the declared type of field ``key`` (ints pass as floats)."""
     t = _FIELDS[key].type
-    if t in ("int",):
+
+    def fail(what: str) -> ConfigError:
+        return ConfigError(f"config value {key}={value!r} is invalid: must be {what}")
+
+    if t in ("float", "float | None") and isinstance(value, str):
+        try:  # YAML 1.1 reads 3e-4 (no dot) as a string
+            value = float(value)
+        except ValueError:
+            raise fail("a number") from None
+    if t == "int":
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config value {key}={value!r} is invalid: must be an integer")
+            raise fail("an integer")
     elif t == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config value {key}={value!r} is invalid: must be a number")
+            raise fail("a number")
         value = float(value)
-    elif t == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"config value {key}={value!r} is invalid: must be a string")
-    elif t == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"config value {key}={value!r} is invalid: must be true or false")
     elif t == "float | None":
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ConfigError(f"config value {key}={value!r} is invalid: must be a number or null")
+            raise fail("a number or null")
         value = None if value is None else float(value)
+    elif t == "str":
+        if not isinstance(value, str):
+            raise fail("a string")
+    elif t == "bool":
+        if not isinstance(value, bool):
+            raise fail("true or false")
     elif t == "str | None":
         if value is not None and not isinstance(value, str):
-            raise ConfigError(f"config value {key}={value!r} is invalid: must be a path")
+            raise fail("a path")
     elif key == "extra" and not isinstance(value, dict):
-        raise ConfigError(f"config value extra={value!r} is invalid: must be a mapping")
+        raise fail("a mapping")
     return value
 
 

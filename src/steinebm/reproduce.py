@@ -39,11 +39,11 @@ FIG1A_METHODS: dict[str, dict[str, Any]] = {
     "Stein score matching": {"method": "stein-score-matching"},
 }
 FIG1A_SWEEP: dict[str, dict[str, list[Any]]] = {
-    "CD-1": {"langevin_step": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0], "lr": [3e-4, 1e-3, 3e-3]},
-    "CD-10": {"langevin_step": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0], "lr": [3e-4, 1e-3, 3e-3]},
-    "SteinCD": {"epsilon": [1e-3, 1e-2, 1e-1, 1.0], "lr": [3e-4, 1e-3, 3e-3]},
-    "Symmetric SteinCD": {"epsilon": [1e-3, 1e-2, 1e-1, 1.0], "lr": [3e-4, 1e-3, 3e-3]},
-    "Stein score matching": {"lr": [3e-4, 1e-3, 3e-3]},
+    "CD-1": {"langevin_step": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0], "lr": [3e-4, 1e-3, 3e-3, 1e-2]},
+    "CD-10": {"langevin_step": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0], "lr": [3e-4, 1e-3, 3e-3, 1e-2]},
+    "SteinCD": {"epsilon": [1e-3, 1e-2, 1e-1, 1.0], "lr": [3e-4, 1e-3, 3e-3, 1e-2]},
+    "Symmetric SteinCD": {"epsilon": [1e-3, 1e-2, 1e-1, 1.0], "lr": [3e-4, 1e-3, 3e-3, 1e-2]},
+    "Stein score matching": {"lr": [3e-4, 1e-3, 3e-3, 1e-2]},
 }
 PAPER_FIG1A = (
     "SteinCD (one SVGD step) reaches a higher test log-likelihood than CD-1 and CD-10 with "
