@@ -34,4 +34,4 @@ fig1a: $(STAMP)
 	$(VENV)/bin/steinebm reproduce fig1a $(if $(DATA),--data-dir $(DATA))
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache src/*.egg-info

@@ -133,6 +133,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     cfg = from_dict(ck["config"]).validate()
     data = load_dataset(cfg.dataset, a.data_dir or cfg.data_dir)
     model: Any = load(a.run_dir)
+    if not hasattr(model, "log_partition"):
+        raise UserError(f"{a.run_dir} (method={cfg.method}) has no exact likelihood; evaluate an RBM run")
     x = getattr(data, a.split).x
     ll = average_log_likelihood(model, x)
     print(
@@ -171,7 +173,10 @@ def _cmd_sample(a: argparse.Namespace) -> int:
             raise UserError(f"the model of {a.run_dir} has no sampler; use --source generator")
         x = model.sample(a.n, n_steps=a.steps, generator=rng)
     out = Path(a.out) if a.out else Path(a.run_dir) / "samples.png"
-    save_image_grid(x, out, ck.get("image_shape", [1, 28, 28]))
+    try:
+        save_image_grid(x, out, ck.get("image_shape", [1, 28, 28]))
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot write {out} ({e}): choose a writable .png path") from None
     print(out)
     return 0
 

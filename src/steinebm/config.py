@@ -140,6 +140,8 @@ class Config:
                 raise bad("bandwidth", "'median' or a finite number > 0")
         if not (self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"):
             raise bad("device", "cpu, cuda, cuda:N or mps")
+        if not self.out_dir.strip():
+            raise bad("out_dir", "a folder for the run")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from .data import Dataset, load_dataset
 from .energies import GaussianBernoulliRBM
 from .errors import DivergenceError, UserError
 from .metrics import average_log_likelihood
-from .train import CHECKPOINT, read_metrics, train
+from .train import CHECKPOINT, config_diff, load_checkpoint, read_metrics, train
 
 FIG1A_METHODS: dict[str, dict[str, Any]] = {
     "CD-1": {"method": "cd", "cd_k": 1},
@@ -59,6 +59,16 @@ def _setting_name(setting: dict[str, Any]) -> str:
     return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in setting.items()) or "default"
 
 
+def _check_same_run(cfg: Config) -> None:
+    """A reproduction reuses a finished or partial run only if it was made with this config."""
+    ck = Path(cfg.out_dir) / CHECKPOINT
+    if not ck.exists():
+        return
+    diff = config_diff(load_checkpoint(ck)["config"], cfg)
+    if diff:
+        raise UserError(f"{cfg.out_dir} holds a run made with other settings ({', '.join(diff)}): use another --out")
+
+
 def _run_is_complete(cfg: Config) -> dict[str, Any] | None:
     ck = Path(cfg.out_dir) / CHECKPOINT
     if not ck.exists():
@@ -73,13 +83,16 @@ def _run(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     """Train one run (in a worker process); returns its evaluation records."""
     cfg = Config(**cfg_dict)
     diverged = None
+    _check_same_run(cfg)
     if _run_is_complete(cfg) is None:
         resume = (Path(cfg.out_dir) / CHECKPOINT).exists()
         try:
             train(cfg, resume=resume, dataset=_worker_data(cfg))
         except DivergenceError as e:
             diverged = str(e)
-    evals = [r for r in read_metrics(cfg.out_dir) if "epoch" in r]
+    # one record per epoch, up to this reproduction's length (a run may have been trained longer)
+    by_epoch = {r["epoch"]: r for r in read_metrics(cfg.out_dir) if "epoch" in r and r["epoch"] <= cfg.epochs}
+    evals = [by_epoch[e] for e in sorted(by_epoch)]
     return {"out_dir": cfg.out_dir, "evals": evals, "diverged": diverged}
 
 
@@ -180,7 +193,8 @@ def fig1a(
     for lab in labels:
         for seed in range(seeds):
             # seed 0 of the chosen setting already ran in the sweep: reuse it
-            folder = "sweep/" + _setting_name(chosen[lab]["setting"]) if sweep and seed == 0 else f"seed{seed}"
+            name = _setting_name(chosen[lab]["setting"])
+            folder = f"sweep/{name}" if sweep and seed == 0 else f"seeds/{name}/seed{seed}"
             final_cfgs.append(cfg_for(lab, chosen[lab]["setting"], seed, folder))
             final_keys.append(lab)
     log(f"final: {len(final_cfgs)} runs")
@@ -341,6 +355,19 @@ def generator_scores(run_dir: str | Path, n: int, seed: int = 0, batch_size: int
     return {"is_mean": is_mean, "is_std": is_std, "n_images": n, **cov}
 
 
+def cached_generator_scores(run_dir: str | Path, n: int, seed: int = 0) -> dict[str, Any]:
+    """:func:`generator_scores`, kept in RUN_DIR/generator_scores.json for the checkpoint's step."""
+    path = Path(run_dir) / "generator_scores.json"
+    step = int(load_checkpoint(run_dir)["step"])
+    if path.exists():
+        sc = json.loads(path.read_text())
+        if sc.get("step") == step and sc.get("n_images") == n and sc.get("seed") == seed:
+            return sc  # type: ignore[no-any-return]
+    sc = {**generator_scores(run_dir, n, seed=seed), "step": step, "seed": seed}
+    path.write_text(json.dumps(sc))
+    return sc
+
+
 def fig1b(
     out: str | Path = "runs/fig1b",
     dataset: str = "mnist",
@@ -390,12 +417,7 @@ def fig1b(
             log(f"warning: {cfg.out_dir} diverged: {res['diverged']}")
             continue
         r["ll"].append(res["evals"][-1]["test_ll"])
-        scores_path = Path(cfg.out_dir) / "generator_scores.json"
-        if scores_path.exists():
-            sc = json.loads(scores_path.read_text())
-        else:
-            sc = generator_scores(cfg.out_dir, is_samples, seed=cfg.seed)
-            scores_path.write_text(json.dumps(sc))
+        sc = cached_generator_scores(cfg.out_dir, is_samples, seed=cfg.seed)
         r["is"].append(sc["is_mean"])
         r["classes"].append(sc["classes_present"])
         r["entropy"].append(sc["entropy"])
@@ -566,7 +588,7 @@ def fig1cd(
         cfg.validate()
         res = run_many([cfg], 1, log)[0]
         grid = sample_grid(cfg.out_dir, out / f"{which}-{_slug(name)}.png")
-        sc = generator_scores(cfg.out_dir, is_samples)
+        sc = cached_generator_scores(cfg.out_dir, is_samples)
         ll = res["evals"][-1].get("test_ll", float("nan")) if res["evals"] else float("nan")
         result[name] = {"grid": str(grid), "test_ll": ll, **sc}
         lines.append(

@@ -151,7 +151,14 @@ def build_parts(cfg: Config, dim: int, device: torch.device) -> _Parts:
         # a generator for a fixed energy: theta comes from another run and is not updated
         if not cfg.energy_from:
             raise UserError("method=amortized-svgd needs energy_from=RUN_DIR (a trained energy model to sample)")
-        model.load_state_dict(load(cfg.energy_from).state_dict())
+        source = load(cfg.energy_from)
+        try:
+            model.load_state_dict(source.state_dict())
+        except RuntimeError:
+            raise UserError(
+                f"energy_from={cfg.energy_from} holds a different model ({type(source).__name__}); "
+                "n_hidden and the data must match that run"
+            ) from None
         model.requires_grad_(False)
         amortized = AmortizedSVGD(build_kernel(cfg, cfg.gen_kernel), cfg.normalize)  # type: ignore[arg-type]
 
@@ -251,9 +258,7 @@ class _Log:
     def __init__(self, path: Path, keep_until_step: int | None) -> None:
         self.path = path
         if keep_until_step is not None and path.exists():
-            kept = [
-                ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= keep_until_step
-            ]
+            kept = [ln for ln, rec in _json_lines(path) if rec["step"] <= keep_until_step]
             path.write_text("".join(k + "\n" for k in kept))
         elif keep_until_step is None and path.exists():
             path.unlink()
@@ -277,6 +282,28 @@ def _check_writable(out: Path) -> None:
         raise UserError(f"run folder {out} is not writable ({e.strerror or e}): choose another out_dir") from None
 
 
+def config_diff(saved: dict[str, Any], cfg: Config) -> list[str]:
+    """Keys (other than RESUMABLE_CHANGES) in which a saved config differs from ``cfg``; keys a
+    saved config predates count as their defaults."""
+    try:
+        old = from_dict(saved).to_dict()
+    except UserError:
+        return ["(unreadable saved config)"]
+    return [k for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES and old.get(k) != v]
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"device={name!r} is not a device torch knows: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda was asked for but no CUDA device is available: use device=cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError("device=mps was asked for but MPS is not available: use device=cpu")
+    return device
+
+
 def _all_finite(modules: dict[str, nn.Module]) -> bool:
     return all(bool(torch.isfinite(p).all()) for mod in modules.values() for p in mod.parameters())
 
@@ -288,16 +315,17 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
     ck_path = out / CHECKPOINT
     if ck_path.exists() and not resume:
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another out_dir")
+    if resume and not ck_path.exists():
+        raise UserError(f"nothing to resume in {out} (no {CHECKPOINT}): check out_dir, or train without --resume")
     _check_writable(out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda was asked for but no CUDA device is available: use device=cpu")
+    device = _device(cfg.device)
 
     data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_dir)
     x_train = data.train.x[: cfg.n_train] if cfg.n_train else data.train.x
     x_train = x_train.to(device)
+    x_test, x_val = data.test.x.to(device), data.val.x.to(device)
     n, dim = x_train.shape
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch < 1:
@@ -309,8 +337,7 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
     step = 0
     if resume and ck_path.exists():
         ck = load_checkpoint(ck_path)
-        saved = ck["config"]
-        diff = [k for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES and saved.get(k) != v]
+        diff = config_diff(ck["config"], cfg)
         if diff:
             raise UserError(f"cannot resume {out}: the config differs in {', '.join(diff)}; use the saved config.yaml")
         for name, mod in parts.modules.items():
@@ -344,26 +371,33 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
     def evaluate(epoch: float) -> dict[str, Any]:
         rec: dict[str, Any] = {"step": step, "epoch": epoch}
         if hasattr(model, "log_partition"):
-            rec["test_ll"] = average_log_likelihood(model, data.test.x)
-            rec["val_ll"] = average_log_likelihood(model, data.val.x)
+            rec["test_ll"] = average_log_likelihood(model, x_test)
+            rec["val_ll"] = average_log_likelihood(model, x_val)
         rec["time"] = time.time() - t0
         log.write(rec)
         return rec
 
     t0 = time.time()
     last_eval: dict[str, Any] = {}
-    if step == 0:
+    if resume:  # the evaluation already logged at the checkpoint's step, if any
+        done = [r for r in read_metrics(out) if "epoch" in r and r["step"] == step]
+        last_eval = done[-1] if done else {}
+    if step == 0 and not resume:
         last_eval = evaluate(0.0)
         save()
     bar = _progress(total_steps, step, cfg.progress, desc=f"{cfg.method} seed {cfg.seed}")
     loss_sum, loss_n = 0.0, 0
+    perm_epoch, perm = -1, torch.empty(0, dtype=torch.long)
+    failed_step = step + 1
     try:
         while step < total_steps:
             epoch, b = divmod(step, steps_per_epoch)
-            # The order of an epoch depends only on (seed, epoch): a resumed run sees the same batches.
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size].to(device)
-            x_pos = x_train[idx]
+            if epoch != perm_epoch:
+                # The order of an epoch depends only on (seed, epoch): a resumed run sees the same batches.
+                g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+                perm, perm_epoch = torch.randperm(n, generator=g).to(device), epoch
+            x_pos = x_train[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
+            failed_step = step + 1
             loss, stats = parts.step(x_pos, rng)
             step += 1
             if not _all_finite(parts.modules):
@@ -390,8 +424,8 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
     except DivergenceError as e:
         last = load_checkpoint(ck_path)["step"] if ck_path.exists() else None
         raise DivergenceError(
-            f"training diverged at step {step + 1}: {e}; the last good checkpoint is {ck_path} (step {last}); "
-            "lower lr or the sampler's step size and resume with --resume"
+            f"training diverged at step {failed_step}: {e}; the last good checkpoint is {ck_path} (step {last}); "
+            "start a new out_dir with a lower lr or sampler step size"
         ) from None
     finally:
         bar.close()
@@ -407,8 +441,19 @@ def _progress(total: int, initial: int, enabled: bool, desc: str) -> Any:
     )
 
 
+def _json_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The complete JSON lines of a log (a kill mid-write can leave a partial last line)."""
+    out = []
+    for ln in path.read_text().splitlines():
+        try:
+            rec = json.loads(ln)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "step" in rec:
+            out.append((ln, rec))
+    return out
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     p = Path(run_dir) / "metrics.jsonl"
-    if not p.exists():
-        return []
-    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
+    return [rec for _, rec in _json_lines(p)] if p.exists() else []
