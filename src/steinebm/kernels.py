@@ -51,21 +51,22 @@ def pairwise_sq_dists(x: Tensor, centred: bool = False) -> Tensor:
     return d2.clamp_(min=0.0).fill_diagonal_(0.0)
 
 
-def _median(values: Tensor) -> Tensor:
-    """Median with numpy's convention: the mean of the two middle values for an even count.
+def _middle_pair(values: Tensor) -> tuple[Tensor, Tensor]:
+    """The lower and upper middle values of a 1-D tensor (equal for an odd count).
 
-    One selection (kthvalue) finds the lower middle value; the upper one is the smallest value
-    above it unless ties reach past the middle, which two cheap passes settle.
+    Small inputs take two selections (no host sync); large ones one selection plus a pass for
+    the smallest value above it, which is cheaper there than a second selection.
     """
     n = values.numel()
-    k = (n + 1) // 2  # rank of the lower middle value (1-based)
+    k = (n + 1) // 2  # 1-based rank of the lower middle value
     lo = values.kthvalue(k).values
     if n % 2 == 1:
-        return lo
-    if int((values <= lo).sum()) > k:  # ties: the (k+1)-th value equals the k-th
-        return lo
-    hi = values.masked_fill(values <= lo, float("inf")).min()
-    return 0.5 * (lo + hi)
+        return lo, lo
+    if n <= 1 << 16:
+        return lo, values.kthvalue(k + 1).values
+    if int((values <= lo).sum()) > k:  # ties reach past the middle
+        return lo, lo
+    return lo, values.masked_fill(values <= lo, float("inf")).min()
 
 
 _TRIU_CACHE: dict[tuple[int, str], Tensor] = {}
@@ -103,8 +104,9 @@ def median_bandwidth(
 
     ``median_over="pairs"`` takes the m(m-1)/2 distances with i < j (the paper's "median of
     the pairwise distance"); ``"all"`` takes all m^2 entries, zero diagonal included, as the
-    original SVGD code does (it then uses the median of *squared* distances, which for an odd
-    count is the same as med^2). ``power=1, scale=0.5`` gives Section 5.2's feature-kernel
+    original SVGD code does (that code takes the median of the *squared* distances, which differs
+    from med^2 only when the count is even: here the two middle distances are averaged).
+    ``power=1, scale=0.5`` gives Section 5.2's feature-kernel
     rule ``h = 0.5 med / log m``.
 
     When m = 1 there is no pair: h = 1 (the kernel value is 1 and its gradient 0 anyway).
@@ -121,19 +123,10 @@ def median_bandwidth(
             vals = sq_dists.reshape(-1)
         else:
             raise ValueError(f"median_over must be 'pairs' or 'all', got {median_over!r}")
-        # the median of distances is the sqrt of the median of squared distances (monotone),
-        # except that for an even count the two middle distances are averaged
-        n = vals.numel()
-        if n % 2 == 1:
-            med = _median(vals).sqrt()
-        else:
-            k = n // 2
-            lo = vals.kthvalue(k).values
-            if int((vals <= lo).sum()) > k:
-                hi = lo
-            else:
-                hi = vals.masked_fill(vals <= lo, float("inf")).min()
-            med = 0.5 * (lo.sqrt() + hi.sqrt())
+        # squared distances are ordered like distances; for an even count numpy's median
+        # averages the two middle *distances*
+        lo, hi = _middle_pair(vals)
+        med = 0.5 * (lo.sqrt() + hi.sqrt())
         if log_term == "m":
             denom = math.log(m)
         elif log_term == "m+1":
@@ -206,7 +199,12 @@ class RBF(Kernel):
         self.bandwidth = bandwidth
         self.median_over: MedianOver = median_over
         self.log_term: LogTerm = log_term
-        self.last_h: float | None = None  # the h used by the last call, for logging
+        self._last_h: Tensor | None = None
+
+    @property
+    def last_h(self) -> float | None:
+        """The bandwidth h of the last call (kept as a tensor: reading it is the only sync)."""
+        return None if self._last_h is None else float(self._last_h)
 
     def h(self, sq_dists: Tensor) -> Tensor:
         if self.bandwidth == "median":
@@ -218,7 +216,7 @@ class RBF(Kernel):
         x = x - x.mean(0)  # R is translation invariant; centring keeps it accurate
         d2 = pairwise_sq_dists(x, centred=True)  # m m
         h = self.h(d2)
-        self.last_h = float(h)
+        self._last_h = h
         K = d2.div_(-h).exp_()  # m m, symmetric; reuses d2's storage
         ksum = K.sum(0)  # m: sum_j k(x_j, x_i)
         R = torch.addmm(x * ksum.unsqueeze(1), K.T, x, alpha=-1.0).mul_(2.0 / h)  # m d
@@ -233,12 +231,12 @@ class RBF(Kernel):
         d = x.shape[1]
         d2 = pairwise_sq_dists(x, centred=True)
         h = self.h(d2)
-        self.last_h = float(h)
+        self._last_h = h
         K = d2.div_(-h).exp_()  # m m
         ksum = K.sum(0)
         both = K @ torch.cat([score.reshape(m, -1), x], 1)  # m 2d
         S = both[:, :d]
-        S.add_(torch.addcmul(both[:, d:], x, ksum.unsqueeze(1), value=-1.0), alpha=-2.0 / float(h))
+        S.add_(torch.addcmul(both[:, d:], x, ksum.unsqueeze(1), value=-1.0).mul_(-2.0 / h))
         return S, ksum
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
