@@ -29,14 +29,6 @@ ASSET = Path(str(resources.files("steinebm") / "assets" / "mnist-classifier.pt")
 PROVENANCE = ASSET.with_suffix(".md")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 # --- reference classifiers and numpy references ------------------------------------------------
 
 

@@ -20,14 +20,6 @@ from scipy.special import logsumexp
 from steinebm.energies import GaussianBernoulliRBM, score
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_rbm(d: int, l: int, seed: int, scale_B: float = 1.0, scale_bias: float = 0.5, dtype=torch.float32):
     rng = np.random.default_rng(seed)
     rbm = GaussianBernoulliRBM(d, l)

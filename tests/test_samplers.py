@@ -21,14 +21,6 @@ from steinebm.samplers import langevin
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Gaussian(nn.Module):
     """f(x) = -1/2 (x - mu)^T P (x - mu), no closed-form score attribute: autograd is used."""
 

@@ -30,14 +30,6 @@ from steinebm.learners.steingan import AmortizedSVGD, DCGANLoss, SteinGAN
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ----------------------------------------------------------------------------- helpers
 
 

@@ -23,15 +23,6 @@ from steinebm.svgd import SVGD, amortized_svgd_loss, log_prob_score, svgd_direct
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small tensors on a shared 2-core machine run far faster on one thread
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def median_h(x: torch.Tensor) -> float:
     x = x.reshape(x.shape[0], -1).numpy()
     return float(np.median(pdist(x))) ** 2 / math.log(len(x))

@@ -78,11 +78,7 @@ def plot_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_alpha_panels(rows: list[dict], path: str | Path) -> Path:
@@ -103,8 +99,14 @@ def plot_alpha_panels(rows: list[dict], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
     fig.suptitle("Figure 1(b): SteinCD-GAN(alpha) on the MNIST RBM")
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig: object, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    fig.savefig(path)  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
     return path
