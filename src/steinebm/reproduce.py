@@ -274,6 +274,8 @@ def _fig1a_claims(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
             verdict = "not held"
         else:
             verdict = "inconclusive (within the seed spread)"
+        if min(s["seeds"], o["seeds"]) < 2:
+            verdict += " (one seed: no spread measured)"
         claims.append(
             {
                 "claim": f"SteinCD beats {other} in test log-likelihood",
