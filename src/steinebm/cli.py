@@ -92,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-sweep", action="store_true", help="skip the hyper-parameter sweep; use defaults")
     r.add_argument("--jobs", type=int, default=2, help="runs in parallel (default 2)")
     r.add_argument("--methods", help="fig1a: comma-separated subset, e.g. 'CD-1,SteinCD'")
+    r.add_argument("--alphas", help="fig1b: comma-separated alpha values (default 0,0.1,0.25,0.5,0.75,1)")
     r.add_argument("--is-samples", type=int, default=50_000, help="fig1b-d: generated images for the inception score")
     r.add_argument("--n-train", type=int, default=0, help="use only the first N training images (0 = all)")
 
@@ -182,7 +183,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(a: argparse.Namespace) -> int:
-    from .reproduce import fig1a, fig1b, fig1cd
+    from .reproduce import FIG1B_ALPHAS, fig1a, fig1b, fig1cd
 
     _positive("seeds", a.seeds)
     _positive("epochs", a.epochs)
@@ -194,7 +195,15 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
         methods = [m.strip() for m in a.methods.split(",")] if a.methods else None
         fig1a(out=out, seeds=a.seeds, sweep=not a.no_sweep, jobs=a.jobs, methods=methods, **common)
     elif a.figure == "fig1b":
-        fig1b(out=out, seeds=a.seeds, jobs=a.jobs, is_samples=a.is_samples, **common)
+        alphas: tuple[float, ...] = FIG1B_ALPHAS
+        if a.alphas:
+            try:
+                alphas = tuple(float(v) for v in a.alphas.split(","))
+            except ValueError:
+                raise UserError(f"--alphas must be numbers separated by commas, got {a.alphas!r}") from None
+            if not all(0.0 <= v <= 1.0 for v in alphas):
+                raise UserError(f"--alphas must lie in [0, 1], got {a.alphas!r}")
+        fig1b(out=out, seeds=a.seeds, jobs=a.jobs, is_samples=a.is_samples, alphas=alphas, **common)
     else:
         fig1cd(a.figure, out=out, is_samples=a.is_samples, **common)
     print((Path(out) / f"{a.figure}.md").read_text())
