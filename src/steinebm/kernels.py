@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -59,6 +60,11 @@ def _middle_pair(values: Tensor) -> tuple[Tensor, Tensor]:
     """
     n = values.numel()
     k = (n + 1) // 2  # 1-based rank of the lower middle value
+    if values.device.type == "cpu" and n > 1 << 16:
+        # numpy's introselect finds both middle values in one pass, faster than kthvalue here
+        part = np.partition(values.detach().numpy(), [k - 1, min(k, n - 1)])
+        lo_v, hi_v = part[k - 1], part[min(k, n - 1)] if n % 2 == 0 else part[k - 1]
+        return values.new_tensor(lo_v), values.new_tensor(hi_v)
     lo = values.kthvalue(k).values
     if n % 2 == 1:
         return lo, lo
