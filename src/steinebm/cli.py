@@ -31,7 +31,7 @@ EXAMPLES = {
   steinebm reproduce fig1c                                          # SteinGAN samples (shares fig1b's runs)
   steinebm reproduce fig1d                                          # the same without the kernel""",
     "demo": """examples:
-  steinebm demo                                 # embedded MNIST subset, about a minute""",
+  steinebm demo                                 # embedded MNIST subset, under a minute on 2 cores""",
 }
 
 
