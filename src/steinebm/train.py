@@ -201,6 +201,12 @@ def _atomic_save(obj: dict[str, Any], path: Path) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
+            fd_dir = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd_dir)
+            finally:
+                os.close(fd_dir)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
