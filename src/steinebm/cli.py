@@ -92,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-sweep", action="store_true", help="skip the hyper-parameter sweep; use defaults")
     r.add_argument("--jobs", type=int, default=2, help="runs in parallel (default 2)")
     r.add_argument("--methods", help="fig1a: comma-separated subset, e.g. 'CD-1,SteinCD'")
+    r.add_argument("--fig1b-dir", default="runs/fig1b", help="fig1c/fig1d: where fig1b's runs are (default runs/fig1b)")
     r.add_argument("--alphas", help="fig1b: comma-separated alpha values (default 0,0.1,0.25,0.5,0.75,1)")
     r.add_argument("--is-samples", type=int, default=50_000, help="fig1b-d: generated images for the inception score")
     r.add_argument("--n-train", type=int, default=0, help="use only the first N training images (0 = all)")
@@ -205,7 +206,7 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
                 raise UserError(f"--alphas must lie in [0, 1], got {a.alphas!r}")
         fig1b(out=out, seeds=a.seeds, jobs=a.jobs, is_samples=a.is_samples, alphas=alphas, **common)
     else:
-        fig1cd(a.figure, out=out, is_samples=a.is_samples, **common)
+        fig1cd(a.figure, out=out, fig1b_dir=a.fig1b_dir, is_samples=a.is_samples, **common)
     print((Path(out) / f"{a.figure}.md").read_text())
     print(f"figures in {out}")
     return 0
