@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import json
 import math
 import os
@@ -52,7 +53,7 @@ PAPER_FIG1A = (
 
 
 def _slug(label: str) -> str:
-    return label.lower().replace(" ", "-")
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
 
 
 def _setting_name(setting: dict[str, Any]) -> str:
