@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import re
 import json
 import math
 import os
+import re
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context

@@ -442,8 +442,17 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
 def _progress(total: int, initial: int, enabled: bool, desc: str) -> Any:
     from tqdm.auto import tqdm
 
+    # on a terminal the bar redraws in place; in a log file, one line every 30 s is enough
+    interval = 0.1 if sys.stderr.isatty() else 30.0
     return tqdm(
-        total=total, initial=initial, disable=not enabled, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True
+        total=total,
+        initial=initial,
+        disable=not enabled,
+        desc=desc,
+        unit="step",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=interval,
     )
 
 
