@@ -47,7 +47,7 @@ __all__ = [
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
 # A resumed run must match the saved one in everything but these.
-RESUMABLE_CHANGES = {"epochs", "progress", "threads", "max_steps", "eval_every", "log_every", "data_dir"}
+RESUMABLE_CHANGES = {"epochs", "progress", "threads", "max_steps", "eval_every", "log_every", "data_dir", "out_dir"}
 
 StepFn = Callable[[Tensor, torch.Generator], tuple[Tensor, dict[str, float]]]
 
