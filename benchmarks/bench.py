@@ -358,6 +358,30 @@ def profile_steps(x_train: torch.Tensor, n_steps: int, top: int = 8) -> dict[str
 # ----------------------------------------------------------------------------------------------
 
 
+def bench_gan_iterations(x_train: torch.Tensor, rounds: int, inner: int) -> dict[str, float]:
+    """Seconds per iteration of SteinGAN (RBM energy + MNIST generator) and of DCGAN (the same
+    generator + its discriminator), each exactly the step the training loop runs."""
+    from steinebm.config import Config
+    from steinebm.train import build_parts
+
+    idx = batch_indices(x_train.shape[0], 64)
+    batches = [x_train[idx[k]] for k in range(idx.shape[0])]
+    steps = {}
+    for name, method in (("SteinGAN", "steingan"), ("DCGAN", "dcgan")):
+        parts = build_parts(
+            Config(method=method, dataset="mnist", progress=False), x_train.shape[1], torch.device("cpu")
+        )
+        rng = torch.Generator().manual_seed(0)
+        counter = {"k": 0}
+
+        def one(parts=parts, rng=rng, counter=counter) -> None:
+            counter["k"] = (counter["k"] + 1) % len(batches)
+            parts.step(batches[counter["k"]], rng)
+
+        steps[name] = one
+    return interleaved(steps, rounds=rounds, inner=inner)
+
+
 def table(rows: list[tuple[str, str, str, str]]) -> str:
     head = ("benchmark", "measured", "goal", "status")
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
@@ -436,6 +460,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in ep:
         rows.append((f"epoch ({steps} steps x {BATCH}), {name}", fmt_time(ep[name]), "-", "context"))
     rows.append(("  SteinCD epoch / CD-1 epoch", f"{ratio:.3f}", "<= 1.30", status(ratio <= 1.3)))
+    gan = bench_gan_iterations(x_train, rounds=3 if args.quick else 9, inner=5 if args.quick else 20)
+    gan_ratio = gan["SteinGAN"] / gan["DCGAN"]
+    rows.append(("iteration (batch 100), SteinGAN", fmt_time(gan["SteinGAN"]), "-", "context"))
+    rows.append(("iteration (batch 100), DCGAN", fmt_time(gan["DCGAN"]), "-", "context"))
+    rows.append(("  SteinGAN iteration / DCGAN iteration", f"{gan_ratio:.3f}", "<= 1.25", status(gan_ratio <= 1.25)))
 
     print(table(rows))
     print()
