@@ -122,3 +122,16 @@ def test_download_checks_md5(tmp_path, monkeypatch):
 def test_unknown_dataset():
     with pytest.raises(DataError, match="unknown dataset"):
         D.load_dataset("cifar100")
+
+
+def test_mean_pairwise_distance_against_a_loop():
+    import itertools
+
+    from steinebm.metrics import mean_pairwise_distance
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(7, 1, 3, 3, generator=g)
+    flat = x.reshape(7, -1).double().numpy()
+    pairs = [np.linalg.norm(flat[i] - flat[j]) for i, j in itertools.combinations(range(7), 2)]
+    assert mean_pairwise_distance(x) == pytest.approx(np.mean(pairs), rel=1e-12)
+    assert mean_pairwise_distance(x.repeat(3, 1, 1, 1)[:, :, :, :] * 0 + x[0]) == pytest.approx(0.0, abs=1e-12)

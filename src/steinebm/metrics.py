@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["average_log_likelihood"]
+__all__ = ["average_log_likelihood", "mean_pairwise_distance"]
 
 
 @torch.no_grad()
@@ -22,3 +22,16 @@ def average_log_likelihood(model: nn.Module, x: Tensor, batch_size: int = 10_000
     for start in range(0, x.shape[0], batch_size):
         total += float(exact.log_prob(x[start : start + batch_size], log_z).sum())
     return total / x.shape[0]
+
+
+@torch.no_grad()
+def mean_pairwise_distance(images: Tensor, max_n: int = 2000) -> float:
+    """Mean Euclidean distance between distinct pairs of the first ``max_n`` images, in pixel
+    space: a diversity measure that, unlike label histograms, also sees a collapse onto a few
+    repeated pictures."""
+    x = images[:max_n].reshape(min(max_n, images.shape[0]), -1).double()
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError("mean_pairwise_distance needs at least 2 images")
+    d = torch.cdist(x, x)
+    return float(d.sum() / (n * (n - 1)))
