@@ -60,10 +60,12 @@ def _middle_pair(values: Tensor) -> tuple[Tensor, Tensor]:
     """
     n = values.numel()
     k = (n + 1) // 2  # 1-based rank of the lower middle value
-    if values.device.type == "cpu" and n > 1 << 16:
-        # numpy's introselect finds both middle values in one pass, faster than kthvalue here
-        part = np.partition(values.detach().numpy(), [k - 1, min(k, n - 1)])
-        lo_v, hi_v = part[k - 1], part[min(k, n - 1)] if n % 2 == 0 else part[k - 1]
+    if values.device.type == "cpu":
+        # one numpy introselect for rank k; the upper middle value is then the smallest of the
+        # values partitioned above it (several times faster than kthvalue, exact)
+        part = np.partition(values.detach().numpy(), k - 1)
+        lo_v = part[k - 1]
+        hi_v = part[k:].min() if n % 2 == 0 else lo_v
         return values.new_tensor(lo_v), values.new_tensor(hi_v)
     lo = values.kthvalue(k).values
     if n % 2 == 1:
