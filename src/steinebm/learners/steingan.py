@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from ..energies.base import score
 from ..kernels import RBF, Kernel
 from ..svgd import Normalize, amortized_svgd_loss, svgd_direction
+from .steincd import SteinCD
 
 __all__ = ["AmortizedSVGD", "SteinGAN", "DCGANLoss"]
 
@@ -64,7 +65,7 @@ class SteinGAN:
             raise ValueError(f"epsilon must be positive, got {epsilon}")
         self.generator_update = AmortizedSVGD(kernel, normalize)
         self.gamma, self.gamma_adaptive, self.alpha, self.epsilon = gamma, gamma_adaptive, alpha, epsilon
-        self.cd_kernel = cd_kernel if cd_kernel is not None else RBF()
+        self.steincd = SteinCD(epsilon, cd_kernel, normalize)  # the negatives of a SteinCD step
         self.normalize: Normalize = normalize
 
     def generator_loss(self, energy: nn.Module, x_gen: Tensor) -> tuple[Tensor, dict[str, float]]:
@@ -85,8 +86,7 @@ class SteinGAN:
         """Surrogate whose theta-gradient is minus the energy update above."""
         m = x_pos.shape[0]
         if steincd:
-            phi = svgd_direction(x_pos, score(energy, x_pos), self.cd_kernel, self.normalize)
-            x_neg = (x_pos + self.epsilon * phi).detach()
+            x_neg = (x_pos + self.epsilon * self.steincd.phi(energy, x_pos)).detach()
         else:
             x_neg = x_gen.detach().reshape(x_pos.shape)
         f = energy(torch.cat([x_pos, x_neg]))
