@@ -133,10 +133,21 @@ def test_reproduce_fig1b_fig1c_small(tmp_path):
     common = dict(dataset="mnist-embedded", epochs=1, n_train=100, is_samples=200, log=lambda s: None)
     summary = fig1b(out=out, alphas=(0.0, 1.0), seeds=1, jobs=1, **common)
     variants = [r["variant"] for r in summary["rows"]]
-    assert variants == ["alpha=0", "alpha=1", "no-kernel"]
+    assert variants == ["alpha=0", "alpha=1", "no-kernel", "dcgan"]
     for r in summary["rows"]:
-        assert r["ll_mean"] < 0 and 1.0 <= r["is_mean"] <= 10.0 and 1 <= r["classes_mean"] <= 10
-    assert (out / "fig1b.png").exists() and "inception score" in (out / "fig1b.md").read_text()
+        assert 1.0 <= r["is_mean"] <= 10.0 and 1 <= r["classes_mean"] <= 10
+        assert 0.0 <= r["dup_mean"] <= 1.0 and r["nn_mean"] >= 0.0
+        # the discriminator has no likelihood; every RBM does
+        assert np.isnan(r["ll_mean"]) if r["variant"] == "dcgan" else r["ll_mean"] < 0
+    md = (out / "fig1b.md").read_text()
+    assert (out / "fig1b.png").exists() and "inception score" in md and "n/a (no likelihood)" in md
+    # parameter counts, against the layer shapes written out by hand
+    n = summary["parameters"]
+    assert n["rbm"] == 784 * 10 + 784 + 10
+    g_fc = (100 * 1024 + 1024) + 2 * 1024 + (1024 * 6272 + 6272) + 2 * 6272
+    g_deconv = (128 * 64 * 25 + 64) + 2 * 64 + (64 * 1 * 25 + 1)
+    assert n["generator"] == g_fc + g_deconv
+    assert f"{n['dcgan_discriminator']:,}" in md
     res = fig1cd("fig1c", out=tmp_path / "fig1c", fig1b_dir=out, **common)
     assert set(res) == {"SteinGAN", "generator on SteinCD's energy"}
     for r in res.values():

@@ -135,3 +135,39 @@ def test_mean_pairwise_distance_against_a_loop():
     pairs = [np.linalg.norm(flat[i] - flat[j]) for i, j in itertools.combinations(range(7), 2)]
     assert mean_pairwise_distance(x) == pytest.approx(np.mean(pairs), rel=1e-12)
     assert mean_pairwise_distance(x.repeat(3, 1, 1, 1)[:, :, :, :] * 0 + x[0]) == pytest.approx(0.0, abs=1e-12)
+
+
+def _nn_distances_by_loop(x: torch.Tensor) -> list[float]:
+    flat = x.reshape(x.shape[0], -1).double().numpy()
+    z = [(v - v.mean()) / np.linalg.norm(v - v.mean()) for v in flat]
+    return [min(np.linalg.norm(z[i] - z[j]) for j in range(len(z)) if j != i) for i in range(len(z))]
+
+
+def test_nearest_neighbour_distance_against_a_loop():
+    from steinebm.metrics import near_duplicate_fraction, nearest_neighbour_distance
+
+    x = torch.rand(9, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    nn_d = _nn_distances_by_loop(x)
+    assert nearest_neighbour_distance(x) == pytest.approx(np.mean(nn_d), rel=1e-12)
+    for t in (0.5, 1.0, 1.2):
+        assert near_duplicate_fraction(x, threshold=t) == pytest.approx(np.mean([d < t for d in nn_d]), abs=1e-12)
+    # only the first max_n images count
+    assert nearest_neighbour_distance(x, max_n=4) == pytest.approx(np.mean(_nn_distances_by_loop(x[:4])), rel=1e-12)
+
+
+def test_near_duplicates_ignore_brightness_and_see_a_collapse():
+    """Copies of two pictures at many brightness/contrast levels are all near-duplicates, although
+    their plain pixel distances are large; distinct random pictures are not."""
+    from steinebm.metrics import mean_pairwise_distance, near_duplicate_fraction, nearest_neighbour_distance
+
+    g = torch.Generator().manual_seed(2)
+    protos = torch.rand(2, 1, 8, 8, generator=g)
+    scales = torch.linspace(0.2, 1.0, 10).view(10, 1, 1, 1)
+    collapsed = torch.cat([0.05 + scales * protos[0], scales * protos[1]])  # 20 images, 2 shapes
+    distinct = torch.rand(20, 1, 8, 8, generator=g)
+    assert nearest_neighbour_distance(collapsed) == pytest.approx(0.0, abs=1e-6)
+    assert near_duplicate_fraction(collapsed) == 1.0
+    assert near_duplicate_fraction(distinct) == 0.0
+    # plain pixel distances stay large for the collapsed set: they count brightness
+    assert mean_pairwise_distance(collapsed) > 0.5 * mean_pairwise_distance(distinct)
+    assert nearest_neighbour_distance(distinct) > 0.5

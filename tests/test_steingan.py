@@ -407,11 +407,58 @@ def _cases(energy_run):
         "steingan": dict(method="steingan", gamma=0.7, gamma_adaptive=0.9),
         "dcgan": dict(method="dcgan"),
         "steincd-gan": dict(method="steingan", alpha=0.5, gen_kernel="constant"),
+        "steincd-gan-own-adam": dict(method="steingan", alpha=0.5, steincd_optimizer="own"),
         "amortized-svgd": dict(method="amortized-svgd", energy_from=str(energy_run)),
     }
 
 
-@pytest.mark.parametrize("case", ["steingan", "dcgan", "steincd-gan", "amortized-svgd"])
+CASES = ["steingan", "dcgan", "steincd-gan", "steincd-gan-own-adam", "amortized-svgd"]
+
+
+@pytest.mark.parametrize("own", [False, True])
+def test_steincd_steps_with_their_own_adam_state(own, data, monkeypatch):
+    """steincd_optimizer=own: a SteinCD step after a SteinGAN step is Adam's first step on the
+    SteinCD gradient alone, -lr * sign(g); shared: both kinds go through one Adam state."""
+    cfg = Config(
+        dataset="mnist-embedded",
+        batch_size=50,
+        out_dir="unused",
+        method="steingan",
+        alpha=0.5,
+        steincd_optimizer="own" if own else "shared",
+        weight_decay=0.0,
+        lr=1e-3,
+    ).validate()
+    parts = T.build_parts(cfg, 784, torch.device("cpu"))
+    model = parts.modules["model"]
+    coins = iter([False, True])  # one SteinGAN step, then one SteinCD step
+    monkeypatch.setattr(SteinGAN, "use_steincd", lambda self, generator=None: next(coins))
+    x, rng = data.train.x[:50], torch.Generator().manual_seed(0)
+    parts.step(x, rng)
+    # the SteinCD gradient at theta after the first step, by the learner's own surrogate
+    sg = SteinGAN(RBF(), epsilon=cfg.epsilon, cd_kernel=RBF())
+    model.zero_grad()
+    sg.energy_loss(model, x, x, steincd=True)[0].backward()
+    g = model.B.grad.detach().clone()
+    B1 = model.B.detach().clone()
+    parts.step(x, rng)
+    delta = model.B.detach() - B1
+    big = g.abs() > 1e-5  # Adam's eps (1e-8) is negligible there
+    assert big.sum() > 100
+    first_step = -cfg.lr * torch.sign(g)
+    if own:
+        assert set(parts.optimizers) == {"optimizer", "gen_optimizer", "cd_optimizer"}
+        torch.testing.assert_close(delta[big], first_step[big], rtol=1e-3, atol=1e-7)
+        steps = {k: int(o.state[model.B]["step"]) for k, o in parts.optimizers.items() if k != "gen_optimizer"}
+        assert steps == {"optimizer": 1, "cd_optimizer": 1}
+    else:
+        assert "cd_optimizer" not in parts.optimizers
+        assert int(parts.optimizers["optimizer"].state[model.B]["step"]) == 2
+        # the SteinGAN step's momentum dominates: the update is not the SteinCD gradient's sign
+        assert (torch.sign(delta[big]) != torch.sign(first_step[big])).float().mean() > 0.1
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_build_parts_one_step(case, energy_run, data):
     kw = _cases(energy_run)[case]
     cfg = Config(dataset="mnist-embedded", batch_size=8, out_dir="unused", progress=False, **kw).validate()
@@ -430,7 +477,7 @@ def test_build_parts_one_step(case, energy_run, data):
         assert _changed(before["model"], after["model"])
 
 
-@pytest.mark.parametrize("case", ["steingan", "dcgan", "steincd-gan", "amortized-svgd"])
+@pytest.mark.parametrize("case", CASES)
 def test_train_two_steps(case, energy_run, data, tmp_path):
     kw = _cases(energy_run)[case]
     cfg = Config(out_dir=str(tmp_path / case), log_every=1, **SMOKE, **kw)

@@ -96,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--alphas", help="fig1b: comma-separated alpha values (default 0,0.1,0.25,0.5,0.75,1)")
     r.add_argument("--is-samples", type=int, default=50_000, help="fig1b-d: generated images for the inception score")
     r.add_argument("--n-train", type=int, default=0, help="use only the first N training images (0 = all)")
+    r.add_argument("--device", default="cpu", help="fig1b-d: cpu, cuda or cuda:N (default cpu)")
+    r.add_argument("--no-dcgan", action="store_true", help="fig1b: leave out the DCGAN baseline")
 
     d = add("demo", "Figure 1(a) in miniature on the embedded MNIST subset.")
     d.add_argument("--out", default="runs/demo")
@@ -204,9 +206,18 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
                 raise UserError(f"--alphas must be numbers separated by commas, got {a.alphas!r}") from None
             if not all(0.0 <= v <= 1.0 for v in alphas):
                 raise UserError(f"--alphas must lie in [0, 1], got {a.alphas!r}")
-        fig1b(out=out, seeds=a.seeds, jobs=a.jobs, is_samples=a.is_samples, alphas=alphas, **common)
+        fig1b(
+            out=out,
+            seeds=a.seeds,
+            jobs=a.jobs,
+            is_samples=a.is_samples,
+            alphas=alphas,
+            device=a.device,
+            dcgan=not a.no_dcgan,
+            **common,
+        )
     else:
-        fig1cd(a.figure, out=out, fig1b_dir=a.fig1b_dir, is_samples=a.is_samples, **common)
+        fig1cd(a.figure, out=out, fig1b_dir=a.fig1b_dir, is_samples=a.is_samples, device=a.device, **common)
     print((Path(out) / f"{a.figure}.md").read_text())
     print(f"figures in {out}")
     return 0

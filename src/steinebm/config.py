@@ -64,6 +64,9 @@ class Config:
     gamma: float = 0.0  # discount on the generated batch's gradient (Section 5.2)
     gamma_adaptive: float | None = None  # raised gamma while the real batch's energy is above the generated
     alpha: float = 0.0  # SteinCD-GAN(alpha): probability of a SteinCD step
+    # SteinCD-GAN: "shared" = one Adam state for theta; "own" = SteinCD steps keep their own Adam
+    # state, so their update is not shrunk by the far larger SteinGAN gradients
+    steincd_optimizer: str = "shared"
     energy_from: str | None = None  # amortized-svgd: the run whose energy model the generator learns
     # the loop
     n_train: int = 0  # use only the first n training images (0 = all)
@@ -89,6 +92,7 @@ class Config:
             "median_over": ("pairs", "all"),
             "log_term": ("m", "m+1"),
             "normalize": ("m", "kernel_sum"),
+            "steincd_optimizer": ("shared", "own"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

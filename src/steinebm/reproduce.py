@@ -29,7 +29,7 @@ from .config import Config
 from .data import Dataset, load_dataset
 from .energies import GaussianBernoulliRBM
 from .errors import DivergenceError, UserError
-from .metrics import average_log_likelihood, mean_pairwise_distance
+from .metrics import average_log_likelihood, mean_pairwise_distance, near_duplicate_fraction, nearest_neighbour_distance
 from .train import CHECKPOINT, config_diff, load_checkpoint, read_metrics, train
 
 FIG1A_METHODS: dict[str, dict[str, Any]] = {
@@ -65,7 +65,9 @@ def _check_same_run(cfg: Config) -> None:
     ck = Path(cfg.out_dir) / CHECKPOINT
     if not ck.exists():
         return
-    diff = config_diff(load_checkpoint(ck)["config"], cfg)
+    # a finished run reads back on any device; resuming an unfinished one on another device is
+    # refused by train() itself (the random state is per device)
+    diff = [k for k in config_diff(load_checkpoint(ck)["config"], cfg) if k != "device"]
     if diff:
         raise UserError(f"{cfg.out_dir} holds a run made with other settings ({', '.join(diff)}): use another --out")
 
@@ -344,30 +346,44 @@ PAPER_FIG1 = {
 }
 
 
-def generator_scores(run_dir: str | Path, n: int, seed: int = 0, batch_size: int = 1000) -> dict[str, Any]:
-    """Inception score (10 splits) and mode coverage of ``n`` images from a run's generator."""
-    from .inception import inception_score, mode_coverage
+def diversity_scores(x: torch.Tensor) -> dict[str, float]:
+    """Pixel diversity and the two nearest-neighbour measures of the first 2,000 images."""
+    return {
+        "pixel_diversity": mean_pairwise_distance(x),
+        "nn_distance": nearest_neighbour_distance(x),
+        "near_duplicates": near_duplicate_fraction(x),
+    }
+
+
+def generator_scores(
+    run_dir: str | Path, n: int, seed: int = 0, batch_size: int = 1000, device: str = "cpu"
+) -> dict[str, Any]:
+    """Inception score (10 splits), mode coverage and diversity of ``n`` images from a run's
+    generator. The noise is drawn on the CPU, so every device sees the same draws."""
+    from .generators import uniform_noise
+    from .inception import inception_score, load_classifier, mode_coverage
     from .train import load_generator
 
-    G: Any = load_generator(run_dir)
+    G: Any = load_generator(run_dir).to(device)
     rng = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        x = torch.cat([G(G.sample_noise(min(batch_size, n - k), rng)) for k in range(0, n, batch_size)])
-    is_mean, is_std = inception_score(x)
-    cov = mode_coverage(x)
-    diversity = mean_pairwise_distance(x)
-    return {"is_mean": is_mean, "is_std": is_std, "n_images": n, "pixel_diversity": diversity, **cov}
+        chunks = [uniform_noise(min(batch_size, n - k), G.noise_dim, rng) for k in range(0, n, batch_size)]
+        x = torch.cat([G(xi.to(device)).cpu() for xi in chunks])
+    classifier = load_classifier("mnist").to(device)
+    is_mean, is_std = inception_score(x, classifier=classifier)
+    cov = mode_coverage(x, classifier=classifier)
+    return {"is_mean": is_mean, "is_std": is_std, "n_images": n, **diversity_scores(x), **cov}
 
 
-def cached_generator_scores(run_dir: str | Path, n: int, seed: int = 0) -> dict[str, Any]:
+def cached_generator_scores(run_dir: str | Path, n: int, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
     """:func:`generator_scores`, kept in RUN_DIR/generator_scores.json for the checkpoint's step."""
     path = Path(run_dir) / "generator_scores.json"
     step = int(load_checkpoint(run_dir)["step"])
     if path.exists():
         sc = json.loads(path.read_text())
-        if sc.get("step") == step and sc.get("n_images") == n and sc.get("seed") == seed and "pixel_diversity" in sc:
+        if sc.get("step") == step and sc.get("n_images") == n and sc.get("seed") == seed and "nn_distance" in sc:
             return sc  # type: ignore[no-any-return]
-    sc = {**generator_scores(run_dir, n, seed=seed), "step": step, "seed": seed}
+    sc = {**generator_scores(run_dir, n, seed=seed, device=device), "step": step, "seed": seed}
     path.write_text(json.dumps(sc))
     return sc
 
@@ -382,27 +398,33 @@ def fig1b(
     is_samples: int = 50_000,
     jobs: int = 2,
     n_train: int = 0,
+    device: str = "cpu",
+    dcgan: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Figure 1(b): exact test log-likelihood of the RBM and inception score of the generator
-    for SteinCD-GAN(alpha); also the no-kernel SteinGAN of Figure 1(d)."""
+    for SteinCD-GAN(alpha); also the no-kernel SteinGAN of Figure 1(d) and, with ``dcgan``, the
+    DCGAN baseline on the same generator (inception score only: a discriminator has no
+    likelihood)."""
     from .plots import plot_alpha_panels
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    load_dataset(dataset, data_dir)  # fail early with a clear message
+    data = load_dataset(dataset, data_dir)  # fail early with a clear message
     base = Config(
         dataset=dataset,
         data_dir=data_dir,
         epochs=epochs,
         n_train=n_train,
         progress=jobs <= 1,
-        eval_every=0,
+        eval_every=1,  # exact LL after every epoch: cheap, and it gives the learning curves
+        device=device,
         **STEINGAN_RBM,
     )  # type: ignore[arg-type]
-    variants = [(f"alpha={a:g}", {"alpha": a}) for a in alphas] + [
-        ("no-kernel", {"alpha": 0.0, "gen_kernel": "constant"})
-    ]
+    variants: list[tuple[str, dict[str, Any]]] = [(f"alpha={a:g}", {"alpha": a}) for a in alphas]
+    variants.append(("no-kernel", {"alpha": 0.0, "gen_kernel": "constant"}))
+    if dcgan:
+        variants.append(("dcgan", {"method": "dcgan"}))
     cfgs, keys = [], []
     for name, values in variants:
         for seed in range(seeds):
@@ -416,16 +438,18 @@ def fig1b(
     results = run_many(cfgs, jobs, log)
     rows: dict[str, dict[str, list[float]]] = {}
     for name, cfg, res in zip(keys, cfgs, results):
-        r = rows.setdefault(name, {"ll": [], "is": [], "classes": [], "entropy": [], "diversity": []})
+        r = rows.setdefault(name, {k: [] for k in ("ll", "is", "classes", "entropy", "diversity", "nn", "dup")})
         if res["diverged"]:
             log(f"warning: {cfg.out_dir} diverged: {res['diverged']}")
             continue
-        r["ll"].append(res["evals"][-1]["test_ll"])
-        sc = cached_generator_scores(cfg.out_dir, is_samples, seed=cfg.seed)
+        r["ll"].append(res["evals"][-1].get("test_ll", float("nan")))
+        sc = cached_generator_scores(cfg.out_dir, is_samples, seed=cfg.seed, device=device)
         r["is"].append(sc["is_mean"])
         r["classes"].append(sc["classes_present"])
         r["entropy"].append(sc["entropy"])
         r["diversity"].append(sc["pixel_diversity"])
+        r["nn"].append(sc["nn_distance"])
+        r["dup"].append(sc["near_duplicates"])
     table: list[dict[str, Any]] = []
     for name, r in rows.items():
         table.append(
@@ -441,14 +465,65 @@ def fig1b(
         "epochs": epochs,
         "seeds": seeds,
         "is_samples": is_samples,
+        "device": device,
         "rows": table,
+        "test_images": diversity_scores(data.test.x),
+        "parameters": parameter_counts(data.dim),
         "paper": PAPER_FIG1,
     }
     summary["claims"] = _fig1b_claims(table)
     plot_alpha_panels([t for t in table if t["variant"].startswith("alpha=")], out / "fig1b.png")
+    fig1b_curves(out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "fig1b.md").write_text(fig1b_markdown(summary))
     return summary
+
+
+def fig1b_curves(fig1b_dir: str | Path, path: str | Path | None = None) -> Path:
+    """Test log-likelihood against epoch for every RBM variant of a fig1b folder (mean and
+    spread over its seeds), read from the runs' logs alone: no checkpoint is needed."""
+    from .plots import plot_curves
+
+    fig1b_dir = Path(fig1b_dir)
+    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for variant in sorted(p.name for p in (fig1b_dir / "runs").iterdir() if p.is_dir()):
+        per_seed = []
+        for run in sorted((fig1b_dir / "runs" / variant).glob("seed*")):
+            evals = {r["epoch"]: r["test_ll"] for r in read_metrics(run) if "test_ll" in r}
+            if evals:
+                per_seed.append(evals)
+        if not per_seed:
+            continue  # e.g. DCGAN: a discriminator has no likelihood
+        epochs = sorted(set.intersection(*(set(e) for e in per_seed)))
+        ll = np.array([[e[k] for k in epochs] for e in per_seed])
+        curves[variant] = (np.array(epochs), ll.mean(0), ll.std(0))
+    if not curves:
+        raise UserError(f"{fig1b_dir} holds no runs with test log-likelihoods")
+    lows = [float(np.min(m[1:])) for _, m, _ in curves.values() if len(m) > 1] or [-1000.0]
+    highs = [float(np.max(m)) for _, m, _ in curves.values()]
+    pad = 0.05 * (max(highs) - min(lows) + 1)
+    return plot_curves(
+        curves,
+        path or fig1b_dir / "fig1b-curves.png",
+        "epoch",
+        "test log-likelihood (nats / image)",
+        title=f"SteinCD-GAN(alpha) on the MNIST RBM, {len(per_seed)} seed(s)",
+        ylim=(min(lows) - pad, max(highs) + pad),  # the untrained epoch 0 would flatten the rest
+    )
+
+
+def parameter_counts(dim: int) -> dict[str, int]:
+    """Trainable parameters of the networks Figure 1(b) compares."""
+    from .generators import MNISTDiscriminator, MNISTGenerator
+
+    def count(m: torch.nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+    return {
+        "rbm": count(GaussianBernoulliRBM(dim, Config().n_hidden)),
+        "generator": count(MNISTGenerator(Config().noise_dim)),
+        "dcgan_discriminator": count(MNISTDiscriminator()),
+    }
 
 
 def _fig1b_claims(table: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -492,11 +567,13 @@ def _fig1b_claims(table: list[dict[str, Any]]) -> list[dict[str, str]]:
         claims.append(
             {
                 "claim": "without the kernel the samples are less diverse",
-                "measured": f"mean pairwise pixel distance {n['diversity_mean']:.2f} vs {g['diversity_mean']:.2f}; "
-                f"label entropy {n['entropy_mean']:.3f} vs {g['entropy_mean']:.3f} nats",
-                # pixel distances see a collapse onto a few repeated pictures, which label
-                # histograms of noisy samples can miss
-                "verdict": verdict(n["diversity_mean"] < g["diversity_mean"]),
+                "measured": f"near-duplicates {n['dup_mean']:.3f} vs {g['dup_mean']:.3f}; nearest-neighbour "
+                f"distance {n['nn_mean']:.3f} vs {g['nn_mean']:.3f}; pixel diversity {n['diversity_mean']:.2f} vs "
+                f"{g['diversity_mean']:.2f}; label entropy {n['entropy_mean']:.3f} vs {g['entropy_mean']:.3f} nats",
+                # a collapse onto a few shapes shows in the nearest-neighbour distance of
+                # brightness-normalised images; plain pixel distances and label histograms of
+                # noisy samples can miss it
+                "verdict": verdict(n["nn_mean"] < g["nn_mean"] and n["dup_mean"] > g["dup_mean"]),
             }
         )
     return claims
@@ -507,16 +584,33 @@ def fig1b_markdown(summary: dict[str, Any]) -> str:
         f"Dataset: {summary['dataset']}; {summary['epochs']} epochs; {summary['seeds']} seed(s); inception score over "
         f"{summary['is_samples']} generated images (10 splits) under the shipped MNIST classifier.",
         "",
-        "| variant | test LL (nats) | inception score | classes seen | label entropy (nats) | pixel diversity |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| variant | test LL (nats) | inception score | classes seen | label entropy (nats) | pixel diversity "
+        "| NN distance | near-duplicates |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for t in summary["rows"]:
+        ll = "n/a (no likelihood)" if math.isnan(t["ll_mean"]) else f"{t['ll_mean']:.2f} ± {t['ll_std']:.2f}"
         lines.append(
-            f"| {t['variant']} | {t['ll_mean']:.2f} ± {t['ll_std']:.2f} | {t['is_mean']:.2f} ± {t['is_std']:.2f} | "
-            f"{t['classes_mean']:.1f} | {t['entropy_mean']:.3f} | {t['diversity_mean']:.2f} |"
+            f"| {t['variant']} | {ll} | {t['is_mean']:.2f} ± {t['is_std']:.2f} | "
+            f"{t['classes_mean']:.1f} | {t['entropy_mean']:.3f} | {t['diversity_mean']:.2f} | {t['nn_mean']:.3f} | "
+            f"{t['dup_mean']:.3f} |"
         )
+    ref = summary["test_images"]
+    lines.append(
+        f"| MNIST test images | | | | | {ref['pixel_diversity']:.2f} | {ref['nn_distance']:.3f} | "
+        f"{ref['near_duplicates']:.3f} |"
+    )
     p = summary["paper"]
+    n_par = summary["parameters"]
     lines += [
+        "",
+        "± is the standard deviation over seeds; a seed's inception score is the mean over 10 splits of its "
+        "images. Diversity on 2,000 images: pixel diversity is the mean pairwise pixel distance; NN "
+        "distance the mean distance to the nearest other image after centring and scaling each image to unit "
+        "length; near-duplicates the fraction whose nearest other image is within 0.2 there.",
+        "",
+        f"Parameters: RBM {n_par['rbm']:,}; generator {n_par['generator']:,}; DCGAN discriminator "
+        f"{n_par['dcgan_discriminator']:,}. Trained on {summary.get('device', 'cpu')}.",
         "",
         f"The authors' SteinGAN RBM: {p['authors_ll_with_kernel']} nats with the kernel, "
         f"{p['authors_ll_without_kernel']} without (AIS, their README).",
@@ -549,6 +643,7 @@ def fig1cd(
     epochs: int = 20,
     is_samples: int = 50_000,
     n_train: int = 0,
+    device: str = "cpu",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Figure 1(c) (SteinGAN samples, with the kernel) or 1(d) (without), seed 0, sharing its
@@ -560,7 +655,9 @@ def fig1cd(
     out = Path(out or f"runs/{which}")
     out.mkdir(parents=True, exist_ok=True)
     load_dataset(dataset, data_dir)
-    base = Config(dataset=dataset, data_dir=data_dir, epochs=epochs, n_train=n_train, eval_every=0, **STEINGAN_RBM)
+    base = Config(
+        dataset=dataset, data_dir=data_dir, epochs=epochs, n_train=n_train, eval_every=0, device=device, **STEINGAN_RBM
+    )  # type: ignore[arg-type]
     runs = Path(fig1b_dir) / "runs"
     panels: list[tuple[str, Config]] = []
     if which == "fig1c":
@@ -587,20 +684,22 @@ def fig1cd(
         )
     lines = [f"{which}: {epochs} epochs, seed 0; inception score over {is_samples} images.", ""]
     lines += [
-        "| panel | picture | test LL (nats) | inception score | classes seen | label entropy | pixel diversity |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| panel | picture | test LL (nats) | inception score | classes seen | label entropy | pixel diversity "
+        "| NN distance | near-duplicates |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     result = {}
     for name, cfg in panels:
         cfg.validate()
         res = run_many([cfg], 1, log)[0]
         grid = sample_grid(cfg.out_dir, out / f"{which}-{_slug(name)}.png")
-        sc = cached_generator_scores(cfg.out_dir, is_samples)
+        sc = cached_generator_scores(cfg.out_dir, is_samples, device=device)
         ll = res["evals"][-1].get("test_ll", float("nan")) if res["evals"] else float("nan")
         result[name] = {"grid": str(grid), "test_ll": ll, **sc}
         lines.append(
             f"| {name} | {grid.name} | {ll:.2f} | {sc['is_mean']:.2f} ± {sc['is_std']:.2f} | {sc['classes_present']} | "
-            f"{sc['entropy']:.3f} | {sc['pixel_diversity']:.2f} |"
+            f"{sc['entropy']:.3f} | {sc['pixel_diversity']:.2f} | {sc['nn_distance']:.3f} | "
+            f"{sc['near_duplicates']:.3f} |"
         )
     (out / f"{which}.md").write_text("\n".join(lines) + "\n")
     (out / "summary.json").write_text(json.dumps(result, indent=2))
