@@ -98,6 +98,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--n-train", type=int, default=0, help="use only the first N training images (0 = all)")
     r.add_argument("--device", default="cpu", help="fig1b-d: cpu, cuda or cuda:N (default cpu)")
     r.add_argument("--no-dcgan", action="store_true", help="fig1b: leave out the DCGAN baseline")
+    r.add_argument(
+        "--steincd-optimizer",
+        choices=["shared", "own"],
+        default="shared",
+        help="fig1b: SteinCD steps of the mix share theta's Adam state (the default) or keep their own",
+    )
 
     d = add("demo", "Figure 1(a) in miniature on the embedded MNIST subset.")
     d.add_argument("--out", default="runs/demo")
@@ -214,6 +220,7 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
             alphas=alphas,
             device=a.device,
             dcgan=not a.no_dcgan,
+            steincd_optimizer=a.steincd_optimizer,
             **common,
         )
     else:

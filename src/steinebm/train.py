@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from .config import GENERATOR_METHODS, Config, from_dict
 from .data import Dataset, load_dataset
+from .distributed import SINGLE, Ranks, from_env
 from .energies import GaussianBernoulliRBM
 from .errors import DivergenceError, UserError
 from .generators import MNISTDiscriminator, MNISTGenerator
@@ -88,12 +89,14 @@ def build_generator(cfg: Config, generator: torch.Generator | None = None) -> MN
     return MNISTGenerator(cfg.noise_dim, generator=generator)
 
 
-def _apply(loss: Tensor, opt: torch.optim.Optimizer, what: str) -> None:
-    """One optimizer step on one surrogate loss; a non-finite loss stops the run."""
-    if not torch.isfinite(loss):
-        raise DivergenceError(f"non-finite {what} loss ({float(loss.detach())})")
+def _apply(loss: Tensor, opt: torch.optim.Optimizer, what: str, ranks: Ranks = SINGLE) -> None:
+    """One optimizer step on one surrogate loss, its gradient averaged over ranks; a
+    non-finite loss on any rank stops the run on every rank."""
+    if not ranks.all_true(torch.isfinite(loss)):
+        raise DivergenceError(f"non-finite {what} loss ({float(loss.detach())} on rank {ranks.rank})")
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    ranks.average_gradients(p for group in opt.param_groups for p in group["params"])
     opt.step()
 
 
@@ -115,8 +118,9 @@ def _adam(cfg: Config, module: nn.Module, gen: bool = False) -> torch.optim.Adam
     return torch.optim.Adam(module.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
 
 
-def build_parts(cfg: Config, dim: int, device: torch.device) -> _Parts:
-    """Modules, optimizers and the step function of a run; a step updates each part once."""
+def build_parts(cfg: Config, dim: int, device: torch.device, ranks: Ranks = SINGLE) -> _Parts:
+    """Modules, optimizers and the step function of a run; a step updates each part once
+    (its gradients averaged over ``ranks`` when several processes train together)."""
     init_gen = torch.Generator().manual_seed(cfg.seed)
     model = build_model(cfg, dim, init_gen).to(device)
     G = build_generator(cfg, init_gen)
@@ -127,7 +131,7 @@ def build_parts(cfg: Config, dim: int, device: torch.device) -> _Parts:
 
         def energy_step(x_pos: Tensor, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
             loss, stats = learner.loss(model, x_pos, rng)
-            _apply(loss, opt, "energy")
+            _apply(loss, opt, "energy", ranks)
             return loss, stats
 
         return _Parts({"model": model}, {"optimizer": opt}, energy_step)
@@ -140,9 +144,9 @@ def build_parts(cfg: Config, dim: int, device: torch.device) -> _Parts:
         def dcgan_step(x_pos: Tensor, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
             x_gen = G(G.sample_noise(m, rng))
             d_loss = DCGANLoss.discriminator_loss(model(x_pos), model(x_gen.detach()))
-            _apply(d_loss, opt_d, "discriminator")
+            _apply(d_loss, opt_d, "discriminator", ranks)
             g_loss = DCGANLoss.generator_loss(model(x_gen))
-            _apply(g_loss, opt_g, "generator")
+            _apply(g_loss, opt_g, "generator", ranks)
             return d_loss, {"g_loss": float(g_loss.detach())}
 
         return _Parts({"model": model, "generator": G}, {"optimizer": opt_d, "gen_optimizer": opt_g}, dcgan_step)
@@ -165,7 +169,7 @@ def build_parts(cfg: Config, dim: int, device: torch.device) -> _Parts:
         def generator_step(x_pos: Tensor, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
             x_gen = G(G.sample_noise(m, rng))
             g_loss, stats = amortized.loss(model, x_gen)
-            _apply(g_loss, opt_g, "generator")
+            _apply(g_loss, opt_g, "generator", ranks)
             return g_loss, stats
 
         return _Parts({"model": model, "generator": G}, {"gen_optimizer": opt_g}, generator_step, frozen={"model"})
@@ -192,10 +196,10 @@ def build_parts(cfg: Config, dim: int, device: torch.device) -> _Parts:
     def steingan_step(x_pos: Tensor, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         x_gen = G(G.sample_noise(m, rng))  # Algorithm 2, step 2
         g_loss, gstats = sg.generator_loss(model, x_gen)  # step 3
-        _apply(g_loss, opt_g, "generator")
-        steincd = sg.use_steincd(rng)
+        _apply(g_loss, opt_g, "generator", ranks)
+        steincd = ranks.agree(sg.use_steincd(rng))  # every rank takes rank 0's coin
         e_loss, stats = sg.energy_loss(model, x_pos, x_gen, steincd)  # step 4
-        _apply(e_loss, opt_cd if steincd else opt, "energy")
+        _apply(e_loss, opt_cd if steincd else opt, "energy", ranks)
         return e_loss, {**stats, **gstats, "g_loss": float(g_loss.detach())}
 
     return _Parts({"model": model, "generator": G}, optimizers, steingan_step)
@@ -269,8 +273,11 @@ def _restore(module: nn.Module, ck: dict[str, Any], key: str, run_dir: str | Pat
 class _Log:
     """Appends JSON lines; on resume, drops lines written after the checkpoint's step."""
 
-    def __init__(self, path: Path, keep_until_step: int | None) -> None:
+    def __init__(self, path: Path, keep_until_step: int | None, enabled: bool = True) -> None:
         self.path = path
+        self.fh: Any = None
+        if not enabled:  # a rank other than 0 writes nothing
+            return
         if keep_until_step is not None and path.exists():
             kept = [ln for ln, rec in _json_lines(path) if rec["step"] <= keep_until_step]
             path.write_text("".join(k + "\n" for k in kept))
@@ -279,11 +286,14 @@ class _Log:
         self.fh = open(path, "a")
 
     def write(self, record: dict[str, Any]) -> None:
+        if self.fh is None:
+            return
         self.fh.write(json.dumps(record) + "\n")
         self.fh.flush()
 
     def close(self) -> None:
-        self.fh.close()
+        if self.fh is not None:
+            self.fh.close()
 
 
 def _check_writable(out: Path) -> None:
@@ -325,18 +335,33 @@ def _all_finite(modules: dict[str, nn.Module]) -> bool:
 
 
 def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> dict[str, Any]:
-    """Train one run; returns the last evaluation record. See the module docstring."""
+    """Train one run; returns the last evaluation record. See the module docstring. Started by
+    torchrun, the processes train the run together (:mod:`steinebm.distributed`)."""
     cfg.validate()
+    owns_group = not torch.distributed.is_available() or not torch.distributed.is_initialized()
+    ranks, device_name = from_env(cfg.device)
+    try:
+        return _train(cfg, resume, dataset, ranks, device_name)
+    finally:
+        if owns_group:
+            ranks.close()
+
+
+def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, device_name: str) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     ck_path = out / CHECKPOINT
     if ck_path.exists() and not resume:
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another out_dir")
     if resume and not ck_path.exists():
         raise UserError(f"nothing to resume in {out} (no {CHECKPOINT}): check out_dir, or train without --resume")
-    _check_writable(out)
+    if ranks.active and cfg.batch_size % ranks.world:
+        raise UserError(f"batch_size={cfg.batch_size} does not split over {ranks.world} processes: make it a multiple")
+    if ranks.is_main:
+        _check_writable(out)
+    ranks.barrier()  # every rank has seen the folder as it was before rank 0 writes to it
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = _device(cfg.device)
+    device = _device(device_name)
 
     data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_dir)
     x_train = data.train.x[: cfg.n_train] if cfg.n_train else data.train.x
@@ -347,9 +372,14 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
     if steps_per_epoch < 1:
         raise UserError(f"batch_size={cfg.batch_size} is larger than the {n} training images")
 
-    parts = build_parts(cfg, dim, device)
+    parts = build_parts(cfg, dim, device, ranks)
     model = parts.modules["model"]
-    rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # the learners' random draws
+
+    def rank_seed(at_step: int) -> int:
+        # rank 0 of a fresh run draws exactly what a one-process run draws
+        return cfg.seed + 1 + 1_000_003 * ranks.rank + 7_919 * at_step
+
+    rng = torch.Generator(device=device).manual_seed(rank_seed(0))  # the learners' random draws
     step = 0
     if resume and ck_path.exists():
         ck = load_checkpoint(ck_path)
@@ -360,16 +390,26 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
             mod.load_state_dict(ck[name])
         for name, opt in parts.optimizers.items():
             opt.load_state_dict(ck[name])
-        rng.set_state(ck["rng"])
         step = int(ck["step"])
-    log = _Log(out / "metrics.jsonl", keep_until_step=step if (resume and ck_path.exists()) else None)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        saved = ck.get("rng_ranks") or [ck["rng"]]
+        if ranks.rank < len(saved):
+            rng.set_state(saved[ranks.rank])
+        else:  # more processes than when it was saved: a fresh stream for this rank
+            rng.manual_seed(rank_seed(step))
+    log = _Log(
+        out / "metrics.jsonl", keep_until_step=step if (resume and ck_path.exists()) else None, enabled=ranks.is_main
+    )
+    if ranks.is_main:
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
 
     def save() -> None:
+        rng_ranks = ranks.gather_objects(rng.get_state())  # a collective: every rank calls save()
+        if not ranks.is_main:
+            return
         _atomic_save(
             {
                 "version": CHECKPOINT_VERSION,
@@ -377,6 +417,7 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
                 **{name: opt.state_dict() for name, opt in parts.optimizers.items()},
                 "step": step,
                 "rng": rng.get_state(),
+                "rng_ranks": rng_ranks,
                 "config": cfg.to_dict(),
                 "dim": dim,
                 "image_shape": list(data.image_shape),
@@ -386,6 +427,8 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
 
     def evaluate(epoch: float) -> dict[str, Any]:
         rec: dict[str, Any] = {"step": step, "epoch": epoch}
+        if not ranks.is_main:
+            return rec
         if hasattr(model, "log_partition"):
             rec["test_ll"] = average_log_likelihood(model, x_test)
             rec["val_ll"] = average_log_likelihood(model, x_val)
@@ -401,7 +444,7 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
     if step == 0 and not resume:
         last_eval = evaluate(0.0)
         save()
-    bar = _progress(total_steps, step, cfg.progress, desc=f"{cfg.method} seed {cfg.seed}")
+    bar = _progress(total_steps, step, cfg.progress and ranks.is_main, desc=f"{cfg.method} seed {cfg.seed}")
     loss_sum, loss_n = 0.0, 0
     perm_epoch, perm = -1, torch.empty(0, dtype=torch.long)
     failed_step = step + 1
@@ -412,7 +455,7 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
                 # The order of an epoch depends only on (seed, epoch): a resumed run sees the same batches.
                 g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
                 perm, perm_epoch = torch.randperm(n, generator=g).to(device), epoch
-            x_pos = x_train[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
+            x_pos = ranks.local_slice(x_train[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]])
             failed_step = step + 1
             loss, stats = parts.step(x_pos, rng)
             step += 1
@@ -422,7 +465,7 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
             loss_n += 1
             bar.update(1)
             if step % cfg.log_every == 0:
-                log.write({"step": step, "loss": loss_sum / loss_n, **stats})
+                log.write({"step": step, "loss": ranks.mean(loss_sum / loss_n), **stats})
                 bar.set_postfix(loss=f"{loss_sum / loss_n:.4g}")
                 loss_sum, loss_n = 0.0, 0
             end_of_epoch = step % steps_per_epoch == 0

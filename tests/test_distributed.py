@@ -1,0 +1,167 @@
+"""Two processes on the CPU (gloo): gradients averaged over ranks, parameters identical on every
+rank, one writer, resume on another number of processes, and torchrun end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from steinebm import train as T
+from steinebm.config import Config
+from steinebm.data import load_dataset
+from steinebm.distributed import SINGLE, Ranks
+from steinebm.learners import SteinCD
+
+SMALL = dict(dataset="mnist-embedded", n_train=120, batch_size=20, n_hidden=4, progress=False, threads=1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spawn(world: int, cfg: Config, tmp_path: Path) -> None:
+    args = (world, _free_port(), dict(cfg.__dict__), str(tmp_path))
+    mp.start_processes(_rank_params, args=args, nprocs=world, join=True, start_method="spawn")
+
+
+def _rank_params(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> None:
+    """Train, then save this rank's live parameters (the checkpoint only holds rank 0's)."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    cfg = Config(**cfg_dict)
+    captured: dict = {}
+    real_build = T.build_parts
+
+    def build(*a, **k):
+        parts = real_build(*a, **k)
+        captured.update(parts.modules)
+        return parts
+
+    T.build_parts = build
+    try:
+        T.train(cfg, resume=(Path(cfg.out_dir) / T.CHECKPOINT).exists())
+    finally:
+        T.build_parts = real_build
+    torch.save({n: m.state_dict() for n, m in captured.items()}, Path(out) / f"rank{rank}.pt")
+
+
+def test_single_process_ranks_change_nothing():
+    x = torch.arange(12.0).reshape(6, 2)
+    assert SINGLE.local_slice(x) is x and SINGLE.mean(2.5) == 2.5 and SINGLE.agree(True)
+    assert SINGLE.all_true(torch.tensor(True)) and not SINGLE.all_true(torch.tensor(False))
+    # rank r of 3 takes the r-th third
+    assert torch.equal(Ranks(1, 3, 1).local_slice(x), x[2:4])
+
+
+def test_two_ranks_average_gradients_like_one_process_on_the_halves(tmp_path):
+    """2 gloo processes of SteinCD end where one process ends that averages, by hand, the
+    gradients of the two half-batches before each Adam step."""
+    steps = 5
+    cfg = Config(method="steincd", out_dir=str(tmp_path / "run"), max_steps=steps, log_every=1, **SMALL).validate()
+    _spawn(2, cfg, tmp_path)
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    for k in r0["model"]:
+        assert torch.equal(r0["model"][k], r1["model"][k]), k  # identical on both ranks
+
+    # the reference: one process, the same data order, half-batch gradients averaged by hand
+    data = load_dataset("mnist-embedded")
+    x_train = data.train.x[: cfg.n_train]
+    parts = T.build_parts(cfg, data.dim, torch.device("cpu"))
+    model, opt = parts.modules["model"], parts.optimizers["optimizer"]
+    learner = SteinCD(cfg.epsilon)
+    perm = torch.randperm(x_train.shape[0], generator=torch.Generator().manual_seed(cfg.seed * 100_003 + 0))
+    for b in range(steps):
+        batch = x_train[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
+        grads = []
+        for half in (batch[:10], batch[10:]):
+            opt.zero_grad()
+            learner.loss(model, half)[0].backward()
+            grads.append([p.grad.clone() for p in model.parameters()])
+        for p, g0, g1 in zip(model.parameters(), *grads):
+            p.grad = (g0 + g1) / 2
+        opt.step()
+    ck = T.load_checkpoint(cfg.out_dir)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(ck["model"][k], v, rtol=1e-5, atol=1e-6)
+    # and it differs from one process on the whole batch (so the test can tell)
+    whole = T.build_parts(cfg, data.dim, torch.device("cpu"))
+    for b in range(steps):
+        batch = x_train[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
+        o = whole.optimizers["optimizer"]
+        o.zero_grad()
+        learner.loss(whole.modules["model"], batch)[0].backward()
+        o.step()
+    assert not torch.allclose(whole.modules["model"].B, ck["model"]["B"], rtol=1e-5, atol=1e-6)
+
+    # one writer: each step's loss line once, the evaluations at the start and the end once
+    recs = [json.loads(ln) for ln in Path(cfg.out_dir, "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "loss" in r] == list(range(1, steps + 1))
+    assert [r["step"] for r in recs if "test_ll" in r] == [0, steps]
+    assert len(ck["rng_ranks"]) == 2 and ck["step"] == steps
+
+
+def test_steincd_gan_coin_agrees_across_ranks_and_resumes_on_one_process(tmp_path):
+    """SteinCD-GAN(0.5) on 2 ranks: rank 0's coin rules, so the parameters stay identical;
+    then the run resumes on 1 process."""
+    cfg = Config(
+        method="steingan", alpha=0.5, steincd_optimizer="own", out_dir=str(tmp_path / "gan"), max_steps=3, **SMALL
+    ).validate()
+    _spawn(2, cfg, tmp_path)
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    for name in ("model", "generator"):
+        for k, v in r0[name].items():
+            if "running" in k or "num_batches" in k:
+                continue  # BatchNorm statistics stay per rank
+            assert torch.equal(v, r1[name][k]), (name, k)
+    cfg.max_steps = 5
+    T.train(cfg, resume=True)  # one process now: rank 0's random state goes on
+    assert T.load_checkpoint(cfg.out_dir)["step"] == 5
+
+
+def test_batch_must_split_over_ranks(tmp_path):
+    cfg = Config(method="steincd", out_dir=str(tmp_path / "odd"), max_steps=1, **{**SMALL, "batch_size": 21})
+    with pytest.raises(mp.ProcessRaisedException, match="does not split over 2 processes"):
+        _spawn(2, cfg.validate(), tmp_path)
+    assert not (tmp_path / "odd" / T.CHECKPOINT).exists()
+
+
+def test_torchrun_end_to_end(tmp_path):
+    """The documented command line: torchrun starts 2 gloo processes that train one run."""
+    out = tmp_path / "tr"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "steinebm.cli",
+        "train",
+        "method=steincd",
+        "dataset=mnist-embedded",
+        "n_train=120",
+        "batch_size=20",
+        "n_hidden=4",
+        "max_steps=4",
+        "progress=false",
+        "threads=1",
+        f"out_dir={out}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    ck = T.load_checkpoint(out)
+    assert ck["step"] == 4 and len(ck["rng_ranks"]) == 2
