@@ -74,7 +74,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     s.add_argument("--steps", type=int, default=1000, help="Gibbs steps per chain (default 1000)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", help="PNG path (default RUN_DIR/samples.png)")
+    s.add_argument("--out", help="PNG path (default RUN_DIR/samples.png, or RUN_DIR/walk.png with --walk)")
+    s.add_argument(
+        "--walk",
+        type=int,
+        default=0,
+        help="a latent random walk of this many steps, xi <- xi + step * U(-1, 1): a PNG strip "
+        "(one row per chain; --n chains) and an animated GIF",
+    )
+    s.add_argument("--walk-step", type=float, default=0.01, help="the walk's step size (default 0.01)")
     s.add_argument(
         "--source",
         choices=["auto", "generator", "energy"],
@@ -134,17 +142,20 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
+    import dataclasses
+
     from .config import from_dict
-    from .data import load_dataset
     from .metrics import average_log_likelihood
-    from .train import load, load_checkpoint
+    from .train import load, load_checkpoint, load_config_dataset
 
     ck = load_checkpoint(a.run_dir)
     cfg = from_dict(ck["config"]).validate()
-    data = load_dataset(cfg.dataset, a.data_dir or cfg.data_dir)
     model: Any = load(a.run_dir)
     if not hasattr(model, "log_partition"):
-        raise UserError(f"{a.run_dir} (method={cfg.method}) has no exact likelihood; evaluate an RBM run")
+        raise UserError(
+            f"{a.run_dir} (method={cfg.method}, model={cfg.model}) has no exact likelihood; evaluate an RBM run"
+        )
+    data = load_config_dataset(dataclasses.replace(cfg, data_dir=a.data_dir or cfg.data_dir))
     x = getattr(data, a.split).x
     ll = average_log_likelihood(model, x)
     print(
@@ -165,18 +176,35 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 def _cmd_sample(a: argparse.Namespace) -> int:
     import torch
 
-    from .plots import save_image_grid
+    from .generators import draw_samples, latent_walk
+    from .plots import save_image_grid, save_walk
     from .train import load, load_checkpoint, load_generator
 
     _positive("n", a.n)
+    if a.walk < 0:
+        raise UserError(f"--walk must be a number of steps >= 0, got {a.walk}")
+    if not (a.walk_step > 0 and a.walk_step < float("inf")):
+        raise UserError(f"--walk-step must be a finite number > 0, got {a.walk_step}")
     _positive("steps", a.steps)
     ck = load_checkpoint(a.run_dir)
     rng = torch.Generator().manual_seed(a.seed)
     source = a.source if a.source != "auto" else ("generator" if "generator" in ck else "energy")
+    nrow = None
+    if a.walk and source != "generator":
+        raise UserError("--walk moves through a generator's noise space: use it with a generator run")
     if source == "generator":
-        G: Any = load_generator(a.run_dir)
-        with torch.no_grad():
-            x = G(G.sample_noise(a.n, rng))
+        G = load_generator(a.run_dir)
+        if a.walk:
+            frames = latent_walk(G, a.walk, a.walk_step, n_chains=a.n, generator=rng)
+            out = Path(a.out) if a.out else Path(a.run_dir) / "walk.png"
+            try:
+                png, gif = save_walk(frames, out, ck.get("image_shape", [1, 28, 28]))
+            except (OSError, ValueError) as e:
+                raise UserError(f"cannot write {out} ({e}): choose a writable .png path") from None
+            print(png)
+            print(gif)
+            return 0
+        x, nrow = draw_samples(G, a.n, rng)  # conditional: a row per class
     else:
         model: Any = load(a.run_dir)
         if not hasattr(model, "sample"):
@@ -184,7 +212,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
         x = model.sample(a.n, n_steps=a.steps, generator=rng)
     out = Path(a.out) if a.out else Path(a.run_dir) / "samples.png"
     try:
-        save_image_grid(x, out, ck.get("image_shape", [1, 28, 28]))
+        save_image_grid(x, out, ck.get("image_shape", [1, 28, 28]), nrow=nrow)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot write {out} ({e}): choose a writable .png path") from None
     print(out)

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from .data import DATASETS
 from .errors import ConfigError
 
 __all__ = ["Config", "METHODS", "ENERGY_METHODS", "GENERATOR_METHODS", "load_config", "apply_overrides"]
@@ -24,6 +25,7 @@ ENERGY_METHODS = ("cd", "steincd", "symmetric-steincd", "stein-score-matching", 
 GENERATOR_METHODS = ("steingan", "amortized-svgd", "dcgan")
 METHODS = ENERGY_METHODS + GENERATOR_METHODS
 KERNELS = ("rbf", "imq", "constant")
+MODELS = ("rbm", "autoencoder", "joint")
 
 
 @dataclass
@@ -31,12 +33,20 @@ class Config:
     """One training run. Defaults are the authors' MNIST RBM settings (Section 5.1)."""
 
     method: str = "steincd"  # one of METHODS
-    dataset: str = "mnist"  # mnist | mnist-embedded
+    dataset: str = "mnist"  # mnist | mnist-embedded | cifar10 | celeba | lsun | image-folder
+    image_size: int = 64  # celeba, lsun, image-folder: images are cropped and resized to this square
+    max_images: int = 0  # celeba, lsun, image-folder: read at most this many (0 = all)
     data_dir: str | None = None  # folder holding the data (else $STEINEBM_DATA, ~/.cache/steinebm)
     out_dir: str = "runs/steincd"
     seed: int = 0
-    model: str = "rbm"
+    model: str = "rbm"  # rbm | autoencoder (Eq. 24) | joint (image-label, Eq. 25)
     n_hidden: int = 10  # l, hidden units of the RBM
+    # autoencoder / joint energies and the DCGAN networks for 32 and 64 px images (Section 5.2)
+    code_dim: int = 100  # the encoder's code, where the feature kernel lives
+    margin: float = 1.0  # m of the joint energy's -max(m, CE)
+    width: int = 0  # the energy's first encoder layer, channels (0 = the paper-sized default)
+    gen_width: int = 0  # the DCGAN generator's last hidden layer, channels (0 = 128)
+    disc_width: int = 0  # the DCGAN discriminator's first layer, channels (0 = 128)
     epochs: int = 20
     batch_size: int = 100  # m
     lr: float = 3e-4  # Adam
@@ -60,7 +70,9 @@ class Config:
     gen_lr: float = 3e-4
     gen_beta1: float = 0.5
     gen_weight_decay: float = 0.0
-    gen_kernel: str = "rbf"  # kernel of the generator's SVGD direction: rbf | constant (no repulsion)
+    # kernel of the generator's SVGD direction: rbf | imq | constant (no repulsion) | feature (RBF on
+    # the energy's encoder code, bandwidth 0.5 med / log m; autoencoder and joint energies)
+    gen_kernel: str = "rbf"
     gamma: float = 0.0  # discount on the generated batch's gradient (Section 5.2)
     gamma_adaptive: float | None = None  # raised gamma while the real batch's energy is above the generated
     alpha: float = 0.0  # SteinCD-GAN(alpha): probability of a SteinCD step
@@ -85,10 +97,10 @@ class Config:
 
         choices = {
             "method": METHODS,
-            "dataset": ("mnist", "mnist-embedded"),
-            "model": ("rbm",),
+            "dataset": DATASETS,
+            "model": MODELS,
             "kernel": KERNELS,
-            "gen_kernel": KERNELS,
+            "gen_kernel": (*KERNELS, "feature"),
             "median_over": ("pairs", "all"),
             "log_term": ("m", "m+1"),
             "normalize": ("m", "kernel_sum"),
@@ -123,8 +135,22 @@ class Config:
             raise bad("gen_beta1", "must be in [0, 1)")
         if self.noise_dim < 1:
             raise bad("noise_dim", "must be an integer >= 1")
-        if self.method in GENERATOR_METHODS and self.dataset not in ("mnist", "mnist-embedded"):
-            raise bad("dataset", "the generators are for 28 x 28 MNIST images")
+        for key in ("code_dim",):
+            if getattr(self, key) < 1:
+                raise bad(key, "must be an integer >= 1")
+        for key in ("width", "gen_width", "disc_width"):
+            if getattr(self, key) < 0:
+                raise bad(key, "must be an integer >= 0 (0 = the default width)")
+        if not math.isfinite(self.margin):
+            raise bad("margin", "must be a finite number")
+        if self.gen_kernel == "feature" and self.model == "rbm":
+            raise bad("gen_kernel", "the feature kernel needs an energy with an encoder: model=autoencoder or joint")
+        if self.model == "joint" and (self.method not in ("steingan", "amortized-svgd") or self.alpha > 0):
+            raise bad("model", "the joint image-label energy is trained by SteinGAN (method=steingan, alpha=0)")
+        if self.image_size not in (32, 64):
+            raise bad("image_size", "the DCGAN networks take 32 or 64 px images")
+        if self.max_images < 0:
+            raise bad("max_images", "must be an integer >= 0 (0 = all)")
         if self.method == "amortized-svgd" and not self.energy_from:
             raise bad("energy_from", "method=amortized-svgd needs the run folder of a trained energy model")
         for key in ("weight_decay", "langevin_noise", "gen_weight_decay"):

@@ -1,29 +1,56 @@
-"""Datasets: MNIST from the original IDX files (checksummed), and the embedded MNIST subset.
+"""Datasets: MNIST from the original IDX files (checksummed), the embedded MNIST subset, and
+natural images: CIFAR-10 (the original Python pickle batches, checksummed and read with a
+restricted unpickler), aligned CelebA, LSUN (an lmdb export or an image folder) and any folder
+of images.
 
 Where the data lives, in order: the folder the caller names (``--data-dir``), the
 ``STEINEBM_DATA`` environment variable, then ``~/.cache/steinebm``. MNIST files may sit in that
-folder itself or in its ``mnist/`` sub-folder.
+folder itself or in its ``mnist/`` sub-folder; the other datasets say in their loaders where
+they look.
+
+Every dataset gives float32 pixels in [0, 1], one flattened row per image in CHW order (the
+``image_shape`` of the :class:`Dataset`), and int64 labels.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
+import pickle
 import struct
+import tarfile
 import tempfile
 import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any, cast
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from .errors import DataError
 
-__all__ = ["Split", "Dataset", "load_dataset", "load_mnist", "read_idx", "data_root", "DATASETS"]
+__all__ = [
+    "Split",
+    "Dataset",
+    "load_dataset",
+    "load_mnist",
+    "load_cifar10",
+    "load_celeba",
+    "load_lsun",
+    "load_image_folder",
+    "read_idx",
+    "read_cifar_batch",
+    "read_cifar_meta",
+    "data_root",
+    "DATASETS",
+]
 
 MNIST_FILES = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -43,7 +70,7 @@ MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
-DATASETS = ("mnist", "mnist-embedded")
+DATASETS = ("mnist", "mnist-embedded", "cifar10", "celeba", "lsun", "image-folder")
 SPLIT_SEED = 42  # the authors' seed for the train/validation split
 
 
@@ -64,6 +91,7 @@ class Dataset:
     test: Split
     image_shape: tuple[int, ...]
     source: str  # where the files were read from
+    classes: tuple[str, ...] = ()  # class names, where the data has them (label i is classes[i])
 
     @property
     def dim(self) -> int:
@@ -207,9 +235,613 @@ def load_mnist_embedded() -> Dataset:
     return _read_mnist_folder(folder, SUBSET_FILES, n_val=1_000, name="mnist-embedded")
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> Dataset:
+def _check_md5(path: Path, md5: str) -> None:
+    got = _md5(path)
+    if got != md5:
+        raise DataError(
+            f"{path} has md5 {got}, expected {md5}: the file is corrupt or not the original; "
+            "delete it and fetch it again"
+        )
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _to_unit(a: np.ndarray | Tensor) -> Tensor:
+    """uint8 pixels -> float32 pixels / 255 in [0, 1], written once into a new tensor (no float64 copy)."""
+    arr = a.numpy() if isinstance(a, Tensor) else a
+    out = torch.empty(arr.shape, dtype=torch.float32)
+    np.divide(arr, np.float32(255.0), out=out.numpy())
+    return out
+
+
+# --- CIFAR-10 ---------------------------------------------------------------------------------
+
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_FILES = {  # md5s of the original files in cifar-10-python.tar.gz
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_N_VAL = 5_000
+CIFAR10_PIXELS = 3 * 32 * 32
+
+_NP_RECONSTRUCT: Callable[..., Any] = cast(Any, np.empty(0).__reduce__())[0]  # numpy's _reconstruct
+
+
+def _np_reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError("numpy's _reconstruct is allowed only for a plain ndarray")
+    return _NP_RECONSTRUCT(subtype, shape, dtype)
+
+
+def _latin1_encode(text: Any, encoding: Any = "latin1", errors: Any = "strict") -> bytes:
+    # How Python 3 writes bytes into a protocol-2 pickle: _codecs.encode(str, "latin1").
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise pickle.UnpicklingError("_codecs.encode is allowed only to turn latin-1 text into bytes")
+    return text.encode("latin1")
+
+
+# Every global a CIFAR-10 batch needs (checked with pickletools on the original files: numpy's
+# array reconstruction; files that Python 3 writes with protocol 2 add _codecs.encode for bytes and
+# name numpy 2's numpy._core). Nothing else can be loaded, so a tampered file cannot run code.
+_CIFAR_PICKLE_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals in ``_CIFAR_PICKLE_GLOBALS``."""
+
+    def __init__(self, fh: Any, path: Path) -> None:
+        super().__init__(fh, encoding="bytes")
+        self._path = path
+
+    def find_class(self, module: str, name: str, /) -> Any:
+        obj = _CIFAR_PICKLE_GLOBALS.get((module, name))
+        if obj is None:
+            raise DataError(
+                f"{self._path} asks to load {module}.{name}, which a CIFAR-10 batch never needs: refused "
+                "(the file is not an original batch); delete it and fetch it again"
+            )
+        return obj
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise DataError(f"{self._path} holds a persistent id, which a CIFAR-10 batch never has; delete it")
+
+
+def _unpickle_cifar(path: Path) -> Any:
+    try:
+        with open(path, "rb") as fh:
+            return _CifarUnpickler(fh, path).load()
+    except DataError:
+        raise
+    except OSError as e:
+        raise DataError(f"cannot read {path} ({_one_line(e)}); check the file and its permissions") from None
+    except Exception as e:  # any malformation: UnpicklingError, EOFError, ValueError, TypeError, ...
+        raise DataError(
+            f"{path} is not a readable CIFAR-10 pickle ({type(e).__name__}: {_one_line(e)}); "
+            "delete it and fetch it again"
+        ) from None
+
+
+def _dict_get(d: dict[Any, Any], key: str) -> Any:
+    return d[key.encode()] if key.encode() in d else d.get(key)
+
+
+def read_cifar_batch(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Read one CIFAR-10 batch file (``data_batch_i``, ``test_batch``): uint8 pixels (n, 3072) in
+    CHW order and int64 labels (n,).
+
+    The file is unpickled by a restricted unpickler that resolves only numpy's array
+    reconstruction globals, so a tampered file raises :class:`DataError` instead of running code;
+    the contents are then checked (a dict with a uint8 ``data`` array of 3,072 columns and as
+    many labels in 0..9).
+    """
+    path = Path(path)
+    obj = _unpickle_cifar(path)
+    bad = f"{path} is not a CIFAR-10 batch"
+    if not isinstance(obj, dict):
+        raise DataError(f"{bad} (it holds a {type(obj).__name__}, not a dict); delete it and fetch it again")
+    data, labels = _dict_get(obj, "data"), _dict_get(obj, "labels")
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2):
+        raise DataError(f"{bad} (no 2-d uint8 'data' array); delete it and fetch it again")
+    if data.shape[1] != CIFAR10_PIXELS:
+        raise DataError(f"{bad} ('data' has {data.shape[1]} columns, expected {CIFAR10_PIXELS}); delete it")
+    if data.nbytes > path.stat().st_size:  # the pixels must come from the file itself
+        raise DataError(f"{bad} ('data' is larger than the file); delete it and fetch it again")
+    if isinstance(labels, np.ndarray) and labels.ndim == 1 and labels.dtype.kind in "iu":
+        y = labels.astype(np.int64)
+    elif isinstance(labels, list) and all(type(v) is int for v in labels):
+        y = np.array(labels, dtype=np.int64)
+    else:
+        raise DataError(f"{bad} (no list of integer 'labels'); delete it and fetch it again")
+    if y.shape[0] != data.shape[0]:
+        raise DataError(f"{bad} ({data.shape[0]} images but {y.shape[0]} labels); delete it and fetch it again")
+    if y.size and (y.min() < 0 or y.max() > 9):
+        raise DataError(f"{bad} (labels outside 0..9); delete it and fetch it again")
+    return np.ascontiguousarray(data), y
+
+
+def read_cifar_meta(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The ten class names from CIFAR-10's ``batches.meta`` (read with the restricted unpickler)."""
+    path = Path(path)
+    obj = _unpickle_cifar(path)
+    names = _dict_get(obj, "label_names") if isinstance(obj, dict) else None
+    if not (isinstance(names, list) and len(names) == 10 and all(isinstance(v, (bytes, str)) for v in names)):
+        raise DataError(f"{path} is not CIFAR-10's batches.meta (no 10 label_names); delete it and fetch it again")
+    return tuple(v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in names)
+
+
+def _find_cifar_folder(root: Path) -> Path | None:
+    for cand in (root, root / "cifar10" / CIFAR10_FOLDER, root / CIFAR10_FOLDER, root / "cifar10"):
+        if all((cand / n).is_file() for n in CIFAR10_FILES):
+            return cand
+    return None
+
+
+def _read_cifar_folder(
+    folder: Path, checksums: Mapping[str, str], n_val: int = CIFAR10_N_VAL, name: str = "cifar10"
+) -> Dataset:
+    """Check every file's md5, read the six batches, split the 50,000 training images seeded."""
+    for fname, md5 in checksums.items():
+        _check_md5(folder / fname, md5)
+    parts = [read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
+    xtr = np.concatenate([p[0] for p in parts])  # uint8: the float tensor is built once, per split
+    ytr = np.concatenate([p[1] for p in parts])
+    del parts
+    xte, yte = read_cifar_batch(folder / "test_batch")
+    classes = read_cifar_meta(folder / "batches.meta")
+    if not 0 < n_val < xtr.shape[0]:
+        raise DataError(f"CIFAR-10 in {folder} has {xtr.shape[0]} training images, too few for {n_val} validation")
+    tr, va = _split_train_val(torch.from_numpy(xtr), torch.from_numpy(ytr), n_val)
+    del xtr
+    train, val = Split(_to_unit(tr.x), tr.y), Split(_to_unit(va.x), va.y)
+    del tr, va
+    test = Split(_to_unit(xte), torch.from_numpy(yte))
+    return Dataset(name, train, val, test, (3, 32, 32), str(folder), classes)
+
+
+def _fetch(url: str, dest: Path, md5: str) -> None:
+    """Download ``url`` to ``dest`` through a temporary file; keep it only if its md5 matches."""
+    from tqdm.auto import tqdm
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
+    h = hashlib.md5()
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as resp:
+                    total = int(resp.headers.get("Content-Length") or 0) or None
+                    with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=None, leave=False) as bar:
+                        for block in iter(lambda: resp.read(1 << 20), b""):
+                            h.update(block)
+                            fh.write(block)
+                            bar.update(len(block))
+            except Exception as e:  # no network, 404, timeout, ...
+                raise DataError(
+                    f"could not download {url} ({_one_line(e)}): download it yourself and extract it in {dest.parent}"
+                ) from None
+        if h.hexdigest() != md5:
+            raise DataError(
+                f"download of {url} failed its md5 check (got {h.hexdigest()}, expected {md5}); try again later"
+            )
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _safe_extract(archive: Path, dest: Path, folder: str) -> Path:
+    """Extract the members under ``folder/`` of a .tar.gz into ``dest``, refusing absolute paths,
+    ``..`` and links or special files anywhere in the archive; returns ``dest / folder``."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = []
+            for m in tar.getmembers():
+                p = PurePosixPath(m.name)
+                if p.is_absolute() or m.name.startswith("\\") or ".." in p.parts or ".." in m.name.split("\\"):
+                    raise DataError(f"{archive} holds an unsafe member {m.name!r} (absolute or '..'); delete it")
+                if not (m.isfile() or m.isdir()):
+                    raise DataError(f"{archive} holds a link or special file {m.name!r}: refused; delete it")
+                if p.parts and p.parts[0] == folder:
+                    members.append(m)
+            with tempfile.TemporaryDirectory(dir=dest, prefix=".extract-") as tmp:
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(tmp, members=members, filter="data")
+                else:  # Python without extraction filters: the members were checked above
+                    tar.extractall(tmp, members=members)
+                src = Path(tmp) / folder
+                if not src.is_dir():
+                    raise DataError(f"{archive} has no {folder}/ folder; delete it and fetch it again")
+                target = dest / folder
+                target.mkdir(exist_ok=True)
+                for f in src.iterdir():
+                    if f.is_file():
+                        os.replace(f, target / f.name)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DataError(f"cannot extract {archive} ({_one_line(e)}); delete it and fetch it again") from None
+    return dest / folder
+
+
+def _download_cifar10(folder: Path) -> Path:
+    archive = folder / "cifar-10-python.tar.gz"
+    _fetch(CIFAR10_URL, archive, CIFAR10_ARCHIVE_MD5)
+    try:
+        return _safe_extract(archive, folder, CIFAR10_FOLDER)
+    finally:
+        archive.unlink(missing_ok=True)
+
+
+def load_cifar10(data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> Dataset:
+    """CIFAR-10: 45,000 train / 5,000 validation (seeded split of the 50,000) / 10,000 test.
+
+    Reads the original ``cifar-10-batches-py`` folder (``data_batch_1``..``5``, ``test_batch``,
+    ``batches.meta``), found as the data root itself, ``cifar10/cifar-10-batches-py``,
+    ``cifar-10-batches-py`` or ``cifar10/`` under it. Every file is md5-checked on every load and
+    unpickled by a restricted unpickler. Pixels are / 255 in float32, rows in CHW order
+    (``image_shape`` (3, 32, 32)); ``classes`` holds the ten class names. When the files are
+    missing and ``download`` is set (and ``STEINEBM_OFFLINE`` is not), ``cifar-10-python.tar.gz``
+    is downloaded, md5-checked and safely extracted into ``cifar10/`` under the data root.
+    """
+    root = data_root(data_dir)
+    folder = _find_cifar_folder(root)
+    if folder is None:
+        if not download or os.environ.get("STEINEBM_OFFLINE"):
+            raise DataError(
+                f"CIFAR-10 not found in {root}: put the folder {CIFAR10_FOLDER} ({', '.join(CIFAR10_FILES)}, "
+                f"from {CIFAR10_URL}) in {root} or {root / 'cifar10'}, or point --data-dir / STEINEBM_DATA at it"
+            )
+        folder = _download_cifar10(root / "cifar10")
+    return _read_cifar_folder(folder, CIFAR10_FILES, CIFAR10_N_VAL)
+
+
+# --- image datasets: CelebA, LSUN, any image folder ----------------------------------------------
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+HOLDOUT_FRACTION = 0.05  # validation and test each take 5% of an image dataset
+CELEBA_FOLDER = "img_align_celeba"
+CELEBA_CROP = 108  # the usual DCGAN centre crop of the aligned 178 x 218 faces
+MEMORY_FRACTION = 0.8  # refuse a dataset whose float tensors would need more of the machine's memory
+
+Transform = Callable[[Image.Image, str], Image.Image]
+_BILINEAR: Any = getattr(Image, "Resampling", Image).BILINEAR  # PIL's resize antialiases when shrinking
+
+
+def _check_image_args(image_size: int, max_images: int | None) -> None:
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise DataError(f"image_size must be a positive integer, not {image_size!r}")
+    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
+        raise DataError(f"max_images must be a positive integer or None (all), not {max_images!r}")
+
+
+def _list_images(folder: Path, recursive: bool = True) -> list[Path]:
+    """Image files under ``folder`` (hidden files and folders skipped), sorted by relative path."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    files = [
+        p
+        for p in found
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.is_file()
+    ]
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _decode(source: Path | bytes, what: str) -> Image.Image:
+    """Open an image file or encoded bytes as RGB; anything unreadable raises DataError naming it."""
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+            return im.convert("RGB")
+    except Exception as e:  # UnidentifiedImageError, truncated data, decompression bomb, ...
+        raise DataError(
+            f"cannot read image {what} ({type(e).__name__}: {_one_line(e)}): delete or replace it"
+        ) from None
+
+
+def _centre_crop(im: Image.Image, w: int, h: int) -> Image.Image:
+    W, H = im.size
+    left, top = (W - w) // 2, (H - h) // 2
+    return im.crop((left, top, left + w, top + h))
+
+
+def _resize_short_side_crop(size: int) -> Transform:
+    """Resize (PIL bilinear, antialiased) so the shorter side is ``size``, then centre crop."""
+
+    def f(im: Image.Image, what: str) -> Image.Image:
+        W, H = im.size
+        if min(W, H) != size:
+            s = size / min(W, H)
+            new = (size, max(size, round(H * s))) if W <= H else (max(size, round(W * s)), size)
+            im = im.resize(new, _BILINEAR)
+        return _centre_crop(im, size, size)
+
+    return f
+
+
+def _celeba_transform(size: int) -> Transform:
+    """Centre crop 108 x 108, then resize (PIL bilinear, antialiased) to ``size`` x ``size``."""
+
+    def f(im: Image.Image, what: str) -> Image.Image:
+        W, H = im.size
+        if W < CELEBA_CROP or H < CELEBA_CROP:
+            raise DataError(
+                f"{what} is {W}x{H}, smaller than the {CELEBA_CROP}x{CELEBA_CROP} CelebA crop: "
+                "use the aligned images (img_align_celeba, 178x218)"
+            )
+        im = _centre_crop(im, CELEBA_CROP, CELEBA_CROP)
+        return im if size == CELEBA_CROP else im.resize((size, size), _BILINEAR)
+
+    return f
+
+
+def _physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(n: int, dim: int, what: str) -> None:
+    need, total = 4 * n * dim, _physical_memory()
+    if total is not None and need > MEMORY_FRACTION * total:
+        fit = max(1, int(0.5 * total / (4 * dim)))
+        raise DataError(
+            f"{what}: {n:,} images as float32 need {need / 2**30:.1f} GiB, more than {MEMORY_FRACTION:.0%} of "
+            f"this machine's {total / 2**30:.1f} GiB: pass max_images (e.g. {fit:,})"
+        )
+
+
+def _holdout_size(n: int, what: str) -> int:
+    if n < 3:
+        raise DataError(f"{what} has {n} image(s): at least 3 are needed for train / validation / test splits")
+    return max(1, round(HOLDOUT_FRACTION * n))
+
+
+def _split_slots(n: int, n_hold: int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The seeded three-way split of n items: a permutation, then train = perm[: n - 2h],
+    test = perm[n - 2h : n - h], validation = perm[n - h :] (the last ``h``).
+
+    Returns the permutation and, per source item, its split (0 train, 1 validation, 2 test) and
+    row, so that images can be written straight into their split as they are decoded.
+    """
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    n_tr = n - 2 * n_hold
+    split, row = np.empty(n, np.int64), np.empty(n, np.int64)
+    for k, idx in ((0, perm[:n_tr]), (2, perm[n_tr : n_tr + n_hold]), (1, perm[n_tr + n_hold :])):
+        split[idx], row[idx] = k, np.arange(idx.shape[0])
+    return perm, split, row
+
+
+def _collect(
+    arrays: Iterable[np.ndarray], n: int, labels: np.ndarray, side: int, what: str
+) -> tuple[Split, Split, Split]:
+    """Write n decoded (side, side, 3) uint8 images, in source order, as float32 CHW rows / 255
+    straight into the train / validation / test tensors of the seeded split (one copy in memory)."""
+    from tqdm.auto import tqdm
+
+    dim = 3 * side * side
+    n_hold = _holdout_size(n, what)
+    _check_memory(n, dim, what)
+    perm, split, row = _split_slots(n, n_hold)
+    n_tr = n - 2 * n_hold
+    xs = [torch.empty(n_tr, dim), torch.empty(n_hold, dim), torch.empty(n_hold, dim)]
+    views = [x.numpy() for x in xs]
+    count = 0
+    for i, a in enumerate(tqdm(arrays, total=n, desc=f"reading {what}", unit="img", disable=None, leave=False)):
+        if i >= n:
+            break
+        if a.shape != (side, side, 3):  # the transforms guarantee it
+            raise AssertionError(f"image {i} of {what} has shape {a.shape}")
+        np.divide(a.transpose(2, 0, 1).reshape(-1), np.float32(255.0), out=views[split[i]][row[i]])
+        count += 1
+    if count != n:
+        raise DataError(f"{what} gave {count} images, expected {n}: the data changed while being read; try again")
+    ys = [labels[perm[:n_tr]], labels[perm[n_tr + n_hold :]], labels[perm[n_tr : n_tr + n_hold]]]
+    train, val, test = (Split(x, torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))) for x, y in zip(xs, ys))
+    return train, val, test
+
+
+def _load_image_files(
+    name: str,
+    source: Path,
+    files: list[Path],
+    labels: np.ndarray,
+    side: int,
+    transform: Transform,
+    classes: tuple[str, ...] = (),
+) -> Dataset:
+    def arrays() -> Iterator[np.ndarray]:
+        for f in files:
+            yield np.asarray(transform(_decode(f, str(f)), str(f)), dtype=np.uint8)
+
+    train, val, test = _collect(arrays(), len(files), labels, side, f"{name} ({source})")
+    return Dataset(name, train, val, test, (3, side, side), str(source), classes)
+
+
+def load_image_folder(
+    data_dir: str | os.PathLike[str] | None = None, image_size: int = 64, max_images: int | None = None
+) -> Dataset:
+    """Any folder of images (searched recursively for .png, .jpg, .jpeg, .webp, .bmp; hidden files
+    skipped), as RGB squares of ``image_size``: the shorter side resized to ``image_size`` (PIL
+    bilinear, antialiased), then a centre crop (offset ``(long - image_size) // 2``).
+
+    Labels: when every image sits in a sub-folder, the index of its immediate sub-folder's name
+    among the sorted names (``classes``); otherwise all zeros. ``max_images`` keeps the first
+    images in sorted path order. Splits: seeded (seed 42) permutation; the last 5% validation,
+    the 5% before them test, the rest train (at least one image each).
+    """
+    _check_image_args(image_size, max_images)
+    folder = data_root(data_dir)
+    if not folder.is_dir():
+        raise DataError(f"image folder {folder} does not exist: point --data-dir at a folder of images")
+    files = _list_images(folder)
+    if not files:
+        raise DataError(
+            f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}, searched recursively): "
+            "point --data-dir at a folder of images"
+        )
+    rel = [f.relative_to(folder).parts for f in files]
+    classes: tuple[str, ...] = ()
+    labels = np.zeros(len(files), np.int64)
+    if all(len(r) >= 2 for r in rel):
+        classes = tuple(sorted({r[0] for r in rel}))
+        index = {c: i for i, c in enumerate(classes)}
+        labels = np.array([index[r[0]] for r in rel], dtype=np.int64)
+    if max_images is not None:
+        files, labels = files[:max_images], labels[:max_images]
+    return _load_image_files(
+        "image-folder", folder, files, labels, image_size, _resize_short_side_crop(image_size), classes
+    )
+
+
+def _find_celeba_folder(root: Path) -> Path | None:
+    for cand in (root / CELEBA_FOLDER, root / "celeba" / CELEBA_FOLDER):
+        if cand.is_dir():
+            return cand
+    if root.is_dir() and any(p.suffix.lower() in (".jpg", ".jpeg") for p in root.iterdir()):
+        return root  # the data root is the image folder itself
+    return None
+
+
+def load_celeba(
+    data_dir: str | os.PathLike[str] | None = None, max_images: int | None = None, image_size: int = 64
+) -> Dataset:
+    """Aligned CelebA (``img_align_celeba``: 202,599 JPEGs of 178 x 218), preprocessed as in DCGAN.
+
+    The folder is ``img_align_celeba`` or ``celeba/img_align_celeba`` under the data root, or the
+    data root itself when it holds the JPEGs. Each image: the centre 108 x 108 crop (offsets
+    35, 55 on 178 x 218: the usual choice for aligned CelebA), resized to ``image_size`` (64) with
+    PIL's antialiased bilinear filter, RGB / 255 in [0, 1] (``image_shape`` (3, 64, 64)). No
+    labels: ``y`` is zeros. ``max_images`` keeps the first images in file-name order: all of
+    CelebA as float32 takes about 10 GB. Splits: seeded (seed 42) permutation; the last 5%
+    validation, the 5% before them test, the rest train (the official partition is not used).
+    """
+    _check_image_args(image_size, max_images)
+    root = data_root(data_dir)
+    folder = _find_celeba_folder(root)
+    if folder is None:
+        raise DataError(
+            f"CelebA not found in {root}: unzip img_align_celeba.zip (from "
+            "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html) so that "
+            f"{root / CELEBA_FOLDER} holds 000001.jpg ..., or point --data-dir at that folder"
+        )
+    files = _list_images(folder, recursive=False)
+    if not files:
+        raise DataError(f"{folder} holds no images: it should hold CelebA's 000001.jpg ...")
+    if max_images is not None:
+        files = files[:max_images]
+    labels = np.zeros(len(files), np.int64)
+    return _load_image_files("celeba", folder, files, labels, image_size, _celeba_transform(image_size))
+
+
+def _import_lmdb() -> Any:
+    try:
+        import lmdb
+    except ImportError:
+        raise DataError(
+            "reading an LSUN lmdb export needs the lmdb package: pip install steinebm[lsun] (or pip install lmdb)"
+        ) from None
+    return lmdb
+
+
+def _load_lsun_lmdb(folder: Path, max_images: int | None, size: int) -> Dataset:
+    lmdb = _import_lmdb()
+    try:
+        env = lmdb.open(str(folder), readonly=True, lock=False, readahead=False, meminit=False, max_readers=1)
+    except lmdb.Error as e:
+        raise DataError(
+            f"{folder} is not a readable lmdb database ({_one_line(e)}): point --data-dir at LSUN's *_lmdb folder"
+        ) from None
+    transform = _resize_short_side_crop(size)
+    what = f"lsun ({folder})"
+    try:
+        with env.begin(write=False) as txn:
+            n = int(txn.stat()["entries"])
+            if max_images is not None:
+                n = min(n, max_images)
+            if n == 0:
+                raise DataError(f"the lmdb database in {folder} is empty: point --data-dir at an LSUN export")
+
+            def arrays() -> Iterator[np.ndarray]:
+                for key, value in txn.cursor():
+                    name = f"{folder} key {bytes(key).decode('utf-8', 'replace')!r}"
+                    yield np.asarray(transform(_decode(bytes(value), name), name), dtype=np.uint8)
+
+            train, val, test = _collect(arrays(), n, np.zeros(n, np.int64), size, what)
+    except lmdb.Error as e:
+        raise DataError(f"cannot read the lmdb database in {folder} ({_one_line(e)}); check the export") from None
+    finally:
+        env.close()
+    return Dataset("lsun", train, val, test, (3, size, size), str(folder))
+
+
+def load_lsun(
+    data_dir: str | os.PathLike[str] | None = None, max_images: int | None = None, image_size: int = 64
+) -> Dataset:
+    """LSUN (one category, e.g. bedrooms) from its lmdb export or from a folder of images.
+
+    The data root (or its ``lsun/`` sub-folder) is either the lmdb folder holding ``data.mdb``
+    (key -> encoded webp / jpeg bytes, read in key order; needs the optional ``lmdb`` package:
+    ``pip install steinebm[lsun]``) or a folder of images (searched recursively). Each image:
+    shorter side resized to ``image_size`` (64; PIL bilinear, antialiased), centre crop, RGB / 255.
+    No labels: ``y`` is zeros. ``max_images`` keeps the first images (LSUN bedrooms alone hold 3
+    million). Splits: seeded (seed 42) permutation; the last 5% validation, the 5% before them
+    test, the rest train.
+    """
+    _check_image_args(image_size, max_images)
+    root = data_root(data_dir)
+    for cand in (root, root / "lsun"):
+        if (cand / "data.mdb").is_file():
+            return _load_lsun_lmdb(cand, max_images, image_size)
+    folder = root / "lsun" if (root / "lsun").is_dir() else root
+    files = _list_images(folder) if folder.is_dir() else []
+    if not files:
+        raise DataError(
+            f"LSUN not found in {root}: point --data-dir at an LSUN lmdb folder (the one holding data.mdb, "
+            "e.g. bedroom_train_lmdb) or at a folder of images"
+        )
+    if max_images is not None:
+        files = files[:max_images]
+    labels = np.zeros(len(files), np.int64)
+    return _load_image_files("lsun", folder, files, labels, image_size, _resize_short_side_crop(image_size))
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    *,
+    max_images: int | None = None,
+    image_size: int = 64,
+) -> Dataset:
+    """Load one of :data:`DATASETS` by name.
+
+    ``download`` applies to mnist and cifar10; ``max_images`` and ``image_size`` to celeba, lsun
+    and image-folder (mnist and cifar10 ignore them).
+    """
     if name == "mnist":
         return load_mnist(data_dir, download)
     if name == "mnist-embedded":
         return load_mnist_embedded()
+    if name == "cifar10":
+        return load_cifar10(data_dir, download)
+    if name == "celeba":
+        return load_celeba(data_dir, max_images=max_images, image_size=image_size)
+    if name == "lsun":
+        return load_lsun(data_dir, max_images=max_images, image_size=image_size)
+    if name == "image-folder":
+        return load_image_folder(data_dir, image_size=image_size, max_images=max_images)
     raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")

@@ -4,10 +4,21 @@ it only needs ``noise_dim`` and, optionally, ``sample_noise``."""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MNISTGenerator", "MNISTDiscriminator", "uniform_noise", "init_normal_002", "count_parameters"]
+__all__ = [
+    "MNISTGenerator",
+    "MNISTDiscriminator",
+    "uniform_noise",
+    "init_normal_002",
+    "count_parameters",
+    "draw_samples",
+    "latent_walk",
+]
 
 
 def uniform_noise(
@@ -99,3 +110,41 @@ class MNISTDiscriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.reshape(-1, 1, 28, 28)).squeeze(1)
+
+
+@torch.no_grad()
+def draw_samples(G: nn.Module, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, int]:
+    """``n`` images from a generator, and a grid width. A class-conditional generator (one with
+    ``n_classes``) draws ``n // n_classes`` images of each class, class by class, so a grid of
+    that width shows one class per row."""
+    gen: Any = G
+    device = next(G.parameters()).device
+    n_classes = getattr(G, "n_classes", 0)
+    if n_classes:
+        per = max(1, n // n_classes)
+        y = torch.arange(n_classes).repeat_interleave(per).to(device)
+        xi = uniform_noise(len(y), gen.noise_dim, generator).to(device)
+        return gen(xi, y), per
+    xi = uniform_noise(n, gen.noise_dim, generator).to(device)
+    return gen(xi), max(1, int(math.ceil(math.sqrt(n))))
+
+
+@torch.no_grad()
+def latent_walk(
+    G: nn.Module, steps: int, step_size: float = 0.01, n_chains: int = 1, generator: torch.Generator | None = None
+) -> Tensor:
+    """Images along random walks in the noise space, ``xi <- xi + step_size * U(-1, 1)``
+    (Section 5.2's check that the generator's output moves smoothly), (steps, n_chains, ...).
+    A conditional generator keeps one random label per chain."""
+    gen: Any = G
+    device = next(G.parameters()).device
+    xi = uniform_noise(n_chains, gen.noise_dim, generator)
+    y = None
+    if getattr(G, "n_classes", 0):
+        y = torch.randint(0, gen.n_classes, (n_chains,), generator=generator).to(device)
+    frames = []
+    for _ in range(steps):
+        x = gen(xi.to(device), y) if y is not None else gen(xi.to(device))
+        frames.append(x.cpu())
+        xi = xi + step_size * uniform_noise(n_chains, gen.noise_dim, generator)
+    return torch.stack(frames)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["image_grid", "save_image_grid", "plot_curves", "plot_alpha_panels"]
+__all__ = ["image_grid", "save_image_grid", "save_walk", "plot_curves", "plot_alpha_panels"]
 
 
 def image_grid(images: Tensor, image_shape: Sequence[int], nrow: int | None = None, pad: int = 2) -> np.ndarray:
@@ -43,6 +43,26 @@ def save_image_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+def save_walk(frames: Tensor, path: str | Path, image_shape: Sequence[int], scale: int = 2) -> tuple[Path, Path]:
+    """A latent random walk, frames (steps, chains, ...): a PNG strip (one row per chain, steps
+    left to right) and an animated GIF beside it (one frame per step, chains side by side)."""
+    from PIL import Image
+
+    steps, chains = frames.shape[:2]
+    path = Path(path).with_suffix(".png")
+    strip = frames.transpose(0, 1).reshape(steps * chains, *frames.shape[2:])  # chain-major
+    save_image_grid(strip, path, image_shape, nrow=steps, scale=scale)
+    pictures = []
+    for t in range(steps):
+        img = Image.fromarray(image_grid(frames[t], image_shape, nrow=chains))
+        if scale > 1:
+            img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+        pictures.append(img.convert("P") if img.mode == "RGB" else img)
+    gif = path.with_suffix(".gif")
+    pictures[0].save(gif, save_all=True, append_images=pictures[1:], duration=80, loop=0)
+    return path, gif
 
 
 def plot_curves(

@@ -30,7 +30,7 @@ from .data import Dataset, load_dataset
 from .energies import GaussianBernoulliRBM
 from .errors import DivergenceError, UserError
 from .metrics import average_log_likelihood, mean_pairwise_distance, near_duplicate_fraction, nearest_neighbour_distance
-from .train import CHECKPOINT, config_diff, load_checkpoint, read_metrics, train
+from .train import CHECKPOINT, config_diff, load_checkpoint, load_config_dataset, read_metrics, train
 
 FIG1A_METHODS: dict[str, dict[str, Any]] = {
     "CD-1": {"method": "cd", "cd_k": 1},
@@ -105,7 +105,7 @@ _DATA: dict[tuple[str, str | None], Dataset] = {}
 def _worker_data(cfg: Config) -> Dataset:
     key = (cfg.dataset, cfg.data_dir)
     if key not in _DATA:
-        _DATA[key] = load_dataset(cfg.dataset, cfg.data_dir)
+        _DATA[key] = load_config_dataset(cfg)
     return _DATA[key]
 
 

@@ -26,9 +26,12 @@ from .config import GENERATOR_METHODS, Config, from_dict
 from .data import Dataset, load_dataset
 from .distributed import SINGLE, Ranks, from_env
 from .energies import GaussianBernoulliRBM
+from .energies.autoencoder import AutoencoderEnergy
+from .energies.joint import JointAutoencoderEnergy
 from .errors import DivergenceError, UserError
 from .generators import MNISTDiscriminator, MNISTGenerator
-from .kernels import IMQ, RBF, ConstantKernel, Kernel
+from .image_nets import IMAGE_SIZES, ConditionalDCGANGenerator, DCGANDiscriminator, DCGANGenerator
+from .kernels import IMQ, RBF, ConstantKernel, FeatureKernel, Kernel
 from .learners import CD, HyvarinenScoreMatching, Learner, SteinCD, SteinScoreMatching, SymmetricSteinCD
 from .learners.steingan import AmortizedSVGD, DCGANLoss, SteinGAN
 from .metrics import average_log_likelihood
@@ -50,16 +53,43 @@ CHECKPOINT_VERSION = 1
 # A resumed run must match the saved one in everything but these.
 RESUMABLE_CHANGES = {"epochs", "progress", "threads", "max_steps", "eval_every", "log_every", "data_dir", "out_dir"}
 
-StepFn = Callable[[Tensor, torch.Generator], tuple[Tensor, dict[str, float]]]
+StepOut = tuple[Tensor, dict[str, float]]
+StepFn = Callable[[Tensor, torch.Generator, "Tensor | None"], StepOut]
 
 
-def build_kernel(cfg: Config, name: str | None = None) -> Kernel:
+def build_kernel(cfg: Config, name: str | None = None, model: nn.Module | None = None) -> Kernel:
+    """The kernel ``name`` (default: cfg.kernel); "feature" is an RBF on ``model``'s encoder code."""
     name = name or cfg.kernel
+    if name == "feature":
+        if model is None or not hasattr(model, "encode"):
+            raise UserError("gen_kernel=feature needs an energy with an encoder (model=autoencoder or joint)")
+        return FeatureKernel(_eval_mode_codes(model))
     if name == "rbf":
         return RBF(cfg.bandwidth, cfg.median_over, cfg.log_term)  # type: ignore[arg-type]
     if name == "imq":
         return IMQ(bandwidth=cfg.bandwidth)
     return ConstantKernel()
+
+
+def load_config_dataset(cfg: Config) -> Dataset:
+    """The dataset a config names, read as its image settings say."""
+    return load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, max_images=cfg.max_images or None)
+
+
+def _eval_mode_codes(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    """E(x) with the encoder's BatchNorm in eval mode: in training mode it would couple the
+    particles, and the feature kernel's repulsive term is exact only for per-sample codes."""
+    encode: Callable[[Tensor], Tensor] = model.encode  # type: ignore[assignment]
+
+    def codes(x: Tensor) -> Tensor:
+        was = model.training
+        model.eval()
+        try:
+            return encode(x)
+        finally:
+            model.train(was)
+
+    return codes
 
 
 def build_learner(cfg: Config) -> Learner:
@@ -76,17 +106,53 @@ def build_learner(cfg: Config) -> Learner:
     raise UserError(f"method={cfg.method} trains a generator too; it has no single-model learner")
 
 
-def build_model(cfg: Config, dim: int, generator: torch.Generator | None = None) -> nn.Module:
-    """The energy model (for the DCGAN baseline, the discriminator)."""
+MNIST_SHAPE = (1, 28, 28)
+
+
+def _image_net_size(image_shape: tuple[int, ...], what: str) -> tuple[int, int]:
+    """(side, channels) of square 32 or 64 px images, else a UserError."""
+    if len(image_shape) == 3 and image_shape[1] == image_shape[2] and image_shape[1] in IMAGE_SIZES:
+        return image_shape[1], image_shape[0]
+    raise UserError(
+        f"{what} is built for 28 x 28 MNIST or square 32 / 64 px images, not {tuple(image_shape)}: "
+        "use another dataset or image size"
+    )
+
+
+def build_model(
+    cfg: Config, dim: int, generator: torch.Generator | None = None, image_shape: tuple[int, ...] | None = None
+) -> nn.Module:
+    """The energy model (for the DCGAN baseline, the discriminator) for data of ``dim`` values
+    shaped ``image_shape`` (MNIST's when not given)."""
+    shape = tuple(image_shape) if image_shape is not None else MNIST_SHAPE
     if cfg.method == "dcgan":
-        return MNISTDiscriminator(generator=generator)
-    return GaussianBernoulliRBM(dim, cfg.n_hidden, generator=generator)
+        if shape == MNIST_SHAPE:
+            return MNISTDiscriminator(generator=generator)
+        side, channels = _image_net_size(shape, "the DCGAN discriminator")
+        return DCGANDiscriminator(side, channels, cfg.disc_width or 128, generator=generator)
+    if cfg.model == "rbm":
+        return GaussianBernoulliRBM(dim, cfg.n_hidden, generator=generator)
+    side, channels = _image_net_size(shape, f"the {cfg.model} energy")
+    width = cfg.width or None
+    if cfg.model == "joint":
+        return JointAutoencoderEnergy.dcgan(side, channels, 10, cfg.margin, cfg.code_dim, width, generator)
+    return AutoencoderEnergy.dcgan(side, channels, cfg.code_dim, width, generator)
 
 
-def build_generator(cfg: Config, generator: torch.Generator | None = None) -> MNISTGenerator | None:
+def build_generator(
+    cfg: Config, generator: torch.Generator | None = None, image_shape: tuple[int, ...] | None = None
+) -> nn.Module | None:
+    """G(xi; eta) for the data's image shape; class-conditional for the joint energy."""
     if cfg.method not in GENERATOR_METHODS:
         return None
-    return MNISTGenerator(cfg.noise_dim, generator=generator)
+    shape = tuple(image_shape) if image_shape is not None else MNIST_SHAPE
+    if shape == MNIST_SHAPE and cfg.model != "joint":
+        return MNISTGenerator(cfg.noise_dim, generator=generator)
+    side, channels = _image_net_size(shape, "the generator")
+    ngf = cfg.gen_width or 128
+    if cfg.model == "joint":
+        return ConditionalDCGANGenerator(side, channels, 10, cfg.noise_dim, ngf, generator=generator)
+    return DCGANGenerator(side, channels, cfg.noise_dim, ngf, generator=generator)
 
 
 def _apply(loss: Tensor, opt: torch.optim.Optimizer, what: str, ranks: Ranks = SINGLE) -> None:
@@ -118,18 +184,26 @@ def _adam(cfg: Config, module: nn.Module, gen: bool = False) -> torch.optim.Adam
     return torch.optim.Adam(module.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
 
 
-def build_parts(cfg: Config, dim: int, device: torch.device, ranks: Ranks = SINGLE) -> _Parts:
+def build_parts(
+    cfg: Config,
+    dim: int,
+    device: torch.device,
+    ranks: Ranks = SINGLE,
+    image_shape: tuple[int, ...] | None = None,
+) -> _Parts:
     """Modules, optimizers and the step function of a run; a step updates each part once
-    (its gradients averaged over ``ranks`` when several processes train together)."""
+    (its gradients averaged over ``ranks`` when several processes train together). A step
+    takes the real batch, the random stream and the batch's labels (used by the joint
+    image-label energy only)."""
     init_gen = torch.Generator().manual_seed(cfg.seed)
-    model = build_model(cfg, dim, init_gen).to(device)
-    G = build_generator(cfg, init_gen)
-    m = cfg.batch_size
+    model = build_model(cfg, dim, init_gen, image_shape).to(device)
+    G = build_generator(cfg, init_gen, image_shape)
+    m = cfg.batch_size // ranks.world  # this rank's particles
     if G is None:
         learner = build_learner(cfg)
         opt = _adam(cfg, model)
 
-        def energy_step(x_pos: Tensor, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        def energy_step(x_pos: Tensor, rng: torch.Generator, y_pos: Tensor | None = None) -> StepOut:
             loss, stats = learner.loss(model, x_pos, rng)
             _apply(loss, opt, "energy", ranks)
             return loss, stats
@@ -138,11 +212,32 @@ def build_parts(cfg: Config, dim: int, device: torch.device, ranks: Ranks = SING
 
     G = G.to(device)
     opt_g = _adam(cfg, G, gen=True)
+    gen: Any = G  # an nn.Module with sample_noise (and, conditional, labels)
+    conditional = isinstance(G, ConditionalDCGANGenerator)
+
+    def generate(rng: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        """x- = G(xi) (Algorithm 2, step 2), with the labels a conditional G was given."""
+        if conditional:
+            xi, y = gen.sample_noise(m, rng)
+            return gen(xi, y), y
+        return gen(gen.sample_noise(m, rng)), None
+
+    def labelled(y: Tensor | None) -> nn.Module:
+        """The energy as a function of x alone: f(., y) for the joint energy."""
+        if y is None:
+            return model
+        return model.given(y)  # type: ignore[operator]
+
+    def need_labels(y_pos: Tensor | None) -> Tensor:
+        if y_pos is None:
+            raise UserError("the joint image-label energy needs a labelled dataset")
+        return y_pos
+
     if cfg.method == "dcgan":
         opt_d = _adam(cfg, model)
 
-        def dcgan_step(x_pos: Tensor, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
-            x_gen = G(G.sample_noise(m, rng))
+        def dcgan_step(x_pos: Tensor, rng: torch.Generator, y_pos: Tensor | None = None) -> StepOut:
+            x_gen, _ = generate(rng)
             d_loss = DCGANLoss.discriminator_loss(model(x_pos), model(x_gen.detach()))
             _apply(d_loss, opt_d, "discriminator", ranks)
             g_loss = DCGANLoss.generator_loss(model(x_gen))
@@ -161,14 +256,14 @@ def build_parts(cfg: Config, dim: int, device: torch.device, ranks: Ranks = SING
         except RuntimeError:
             raise UserError(
                 f"energy_from={cfg.energy_from} holds a different model ({type(source).__name__}); "
-                "n_hidden and the data must match that run"
+                "the model settings and the data must match that run"
             ) from None
         model.requires_grad_(False)
-        amortized = AmortizedSVGD(build_kernel(cfg, cfg.gen_kernel), cfg.normalize)  # type: ignore[arg-type]
+        amortized = AmortizedSVGD(build_kernel(cfg, cfg.gen_kernel, model), cfg.normalize)  # type: ignore[arg-type]
 
-        def generator_step(x_pos: Tensor, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
-            x_gen = G(G.sample_noise(m, rng))
-            g_loss, stats = amortized.loss(model, x_gen)
+        def generator_step(x_pos: Tensor, rng: torch.Generator, y_pos: Tensor | None = None) -> StepOut:
+            x_gen, y_gen = generate(rng)
+            g_loss, stats = amortized.loss(labelled(y_gen), x_gen)
             _apply(g_loss, opt_g, "generator", ranks)
             return g_loss, stats
 
@@ -177,7 +272,7 @@ def build_parts(cfg: Config, dim: int, device: torch.device, ranks: Ranks = SING
     # SteinGAN = SteinCD-GAN(alpha = 0)
     opt = _adam(cfg, model)
     sg = SteinGAN(
-        build_kernel(cfg, cfg.gen_kernel),
+        build_kernel(cfg, cfg.gen_kernel, model),
         cfg.gamma,
         cfg.gamma_adaptive,
         cfg.alpha,
@@ -193,12 +288,14 @@ def build_parts(cfg: Config, dim: int, device: torch.device, ranks: Ranks = SING
     if opt_cd is not opt:
         optimizers["cd_optimizer"] = opt_cd
 
-    def steingan_step(x_pos: Tensor, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
-        x_gen = G(G.sample_noise(m, rng))  # Algorithm 2, step 2
-        g_loss, gstats = sg.generator_loss(model, x_gen)  # step 3
+    def steingan_step(x_pos: Tensor, rng: torch.Generator, y_pos: Tensor | None = None) -> StepOut:
+        x_gen, y_gen = generate(rng)  # Algorithm 2, step 2
+        g_loss, gstats = sg.generator_loss(labelled(y_gen), x_gen)  # step 3
         _apply(g_loss, opt_g, "generator", ranks)
         steincd = ranks.agree(sg.use_steincd(rng))  # every rank takes rank 0's coin
-        e_loss, stats = sg.energy_loss(model, x_pos, x_gen, steincd)  # step 4
+        # step 4; the joint energy sees each image with its own label, real then generated
+        energy = labelled(None if y_gen is None else torch.cat([need_labels(y_pos), y_gen]))
+        e_loss, stats = sg.energy_loss(energy, x_pos, x_gen, steincd)
         _apply(e_loss, opt_cd if steincd else opt, "energy", ranks)
         return e_loss, {**stats, **gstats, "g_loss": float(g_loss.detach())}
 
@@ -249,14 +346,15 @@ def load(run_dir: str | Path) -> nn.Module:
     mode on the CPU."""
     ck = load_checkpoint(run_dir)
     cfg = from_dict(ck["config"]).validate()
-    return _restore(build_model(cfg, int(ck["dim"])), ck, "model", run_dir)
+    shape = tuple(ck.get("image_shape") or MNIST_SHAPE)
+    return _restore(build_model(cfg, int(ck["dim"]), image_shape=shape), ck, "model", run_dir)
 
 
 def load_generator(run_dir: str | Path) -> nn.Module:
     """The trained generator of a run folder, in eval mode on the CPU."""
     ck = load_checkpoint(run_dir)
     cfg = from_dict(ck["config"]).validate()
-    G = build_generator(cfg)
+    G = build_generator(cfg, image_shape=tuple(ck.get("image_shape") or MNIST_SHAPE))
     if G is None or "generator" not in ck:
         raise UserError(f"{run_dir} holds no generator (method={cfg.method}); sample its energy model instead")
     return _restore(G, ck, "generator", run_dir)
@@ -363,8 +461,9 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
         torch.set_num_threads(cfg.threads)
     device = _device(device_name)
 
-    data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_dir)
+    data = dataset if dataset is not None else load_config_dataset(cfg)
     x_train = data.train.x[: cfg.n_train] if cfg.n_train else data.train.x
+    y_train = data.train.y[: x_train.shape[0]].to(device)
     x_train = x_train.to(device)
     x_test, x_val = data.test.x.to(device), data.val.x.to(device)
     n, dim = x_train.shape
@@ -372,7 +471,11 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
     if steps_per_epoch < 1:
         raise UserError(f"batch_size={cfg.batch_size} is larger than the {n} training images")
 
-    parts = build_parts(cfg, dim, device, ranks)
+    parts = build_parts(cfg, dim, device, ranks, tuple(data.image_shape))
+    G = parts.modules.get("generator")
+    if isinstance(G, ConditionalDCGANGenerator) and not (resume and ck_path.exists()):
+        # a conditional generator draws labels as often as the training set holds them
+        G.set_class_counts(torch.bincount(data.train.y, minlength=G.n_classes).float())
     model = parts.modules["model"]
 
     def rank_seed(at_step: int) -> int:
@@ -455,9 +558,10 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
                 # The order of an epoch depends only on (seed, epoch): a resumed run sees the same batches.
                 g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
                 perm, perm_epoch = torch.randperm(n, generator=g).to(device), epoch
-            x_pos = ranks.local_slice(x_train[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]])
+            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            x_pos, y_pos = ranks.local_slice(x_train[idx]), ranks.local_slice(y_train[idx])
             failed_step = step + 1
-            loss, stats = parts.step(x_pos, rng)
+            loss, stats = parts.step(x_pos, rng, y_pos)
             step += 1
             if not _all_finite(parts.modules):
                 raise DivergenceError("non-finite parameters after the update")

@@ -1,0 +1,220 @@
+"""The natural-image path end to end on a tiny in-memory CIFAR-shaped dataset: every generator
+method for 2 steps, the joint energy's labels, the conditional generator's label counts, class
+rows in sample grids, and the latent random walk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from steinebm import train as T
+from steinebm.cli import main
+from steinebm.config import Config
+from steinebm.data import Dataset, Split
+from steinebm.errors import ConfigError
+from steinebm.generators import draw_samples, latent_walk
+from steinebm.learners.steingan import SteinGAN
+
+TINY = dict(width=8, gen_width=8, disc_width=8, code_dim=8, batch_size=8, progress=False, log_every=1, threads=1)
+
+
+def _images(n: int, side: int, seed: int) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3 * side * side, generator=g)
+    y = torch.arange(n) % 10
+    return Split(x, y)
+
+
+def _data(side: int = 32, n: int = 40) -> Dataset:
+    # classes 0..9 with 0 and 1 twice as frequent: the label counts the generator must learn
+    tr = _images(n, side, 0)
+    tr.y = torch.cat(
+        [torch.arange(10), torch.arange(10), torch.zeros(10, dtype=torch.long), torch.ones(10, dtype=torch.long)]
+    )[:n]
+    return Dataset("tiny", tr, _images(10, side, 1), _images(10, side, 2), (3, side, side), "memory")
+
+
+CASES = {
+    "steingan-joint-feature": dict(
+        method="steingan", model="joint", gen_kernel="feature", gamma=0.7, gamma_adaptive=0.9
+    ),
+    "steingan-autoencoder-rbf": dict(method="steingan", model="autoencoder", gen_kernel="rbf"),
+    "steingan-autoencoder-no-kernel": dict(method="steingan", model="autoencoder", gen_kernel="constant"),
+    "dcgan": dict(method="dcgan"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_steps_on_32px_images(case, tmp_path):
+    data = _data()
+    cfg = Config(dataset="cifar10", out_dir=str(tmp_path / case), max_steps=2, **TINY, **CASES[case])
+    rec = T.train(cfg, dataset=data)
+    assert rec["step"] == 2
+    ck = T.load_checkpoint(cfg.out_dir)
+    assert ck["image_shape"] == [3, 32, 32] or tuple(ck["image_shape"]) == (3, 32, 32)
+    G = T.load_generator(cfg.out_dir)
+    x, _ = draw_samples(G, 10, torch.Generator().manual_seed(0))
+    assert x.shape[1:] == (3, 32, 32) and bool(torch.isfinite(x).all())
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    model = T.load(cfg.out_dir)
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def test_64px_autoencoder_and_a_generator_for_its_frozen_energy(tmp_path):
+    data = _data(side=64, n=16)
+    first = Config(
+        dataset="celeba",
+        out_dir=str(tmp_path / "ae64"),
+        max_steps=2,
+        method="steingan",
+        model="autoencoder",
+        gen_kernel="feature",
+        **TINY,
+    )
+    T.train(first, dataset=data)
+    frozen = Config(
+        dataset="celeba",
+        out_dir=str(tmp_path / "gen"),
+        max_steps=2,
+        method="amortized-svgd",
+        model="autoencoder",
+        gen_kernel="feature",
+        energy_from=first.out_dir,
+        **TINY,
+    )
+    T.train(frozen, dataset=data)
+    a, b = T.load(first.out_dir).state_dict(), T.load(frozen.out_dir).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if "running" not in k and "num_batches" not in k)
+
+
+def test_joint_energy_step_pairs_each_real_image_with_its_label(tmp_path, monkeypatch):
+    data = _data()
+    seen = []
+    real = SteinGAN.energy_loss
+
+    def spy(self, energy, x_pos, x_gen, steincd):
+        seen.append((x_pos.clone(), energy.y.clone(), x_gen.shape[0]))
+        return real(self, energy, x_pos, x_gen, steincd)
+
+    monkeypatch.setattr(SteinGAN, "energy_loss", spy)
+    cfg = Config(
+        dataset="cifar10",
+        out_dir=str(tmp_path / "j"),
+        max_steps=2,
+        method="steingan",
+        model="joint",
+        gen_kernel="rbf",
+        **TINY,
+    )
+    T.train(cfg, dataset=data)
+    for x_pos, y, m in seen:
+        # find each real image in the training set by its pixels: its label must come first, in order
+        idx = [int(torch.nonzero((data.train.x == row).all(1))[0]) for row in x_pos]
+        assert torch.equal(y[: len(idx)], data.train.y[idx])
+        assert len(y) == len(idx) + m and bool(((y >= 0) & (y < 10)).all())
+
+
+def test_conditional_generator_draws_labels_as_often_as_the_data(tmp_path):
+    data = _data()
+    cfg = Config(
+        dataset="cifar10",
+        out_dir=str(tmp_path / "c"),
+        max_steps=1,
+        method="steingan",
+        model="joint",
+        gen_kernel="constant",
+        **TINY,
+    )
+    T.train(cfg, dataset=data)
+    G = T.load_generator(cfg.out_dir)
+    counts = np.bincount(data.train.y.numpy(), minlength=10)
+    torch.testing.assert_close(G.class_probs.double(), torch.tensor(counts / counts.sum()), rtol=1e-6, atol=1e-7)
+    y = G.sample_labels(20_000, torch.Generator().manual_seed(0))
+    freq = np.bincount(y.numpy(), minlength=10) / 20_000
+    assert np.abs(freq - counts / counts.sum()).max() < 0.02
+    # a resume keeps them (they are part of the saved generator)
+    cfg.max_steps = 2
+    T.train(cfg, resume=True, dataset=_data())
+    torch.testing.assert_close(T.load_generator(cfg.out_dir).class_probs, G.class_probs)
+
+
+class _LabelPainter(nn.Module):
+    """A stand-in conditional generator: every pixel of image k equals its label / 10."""
+
+    n_classes, noise_dim = 10, 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, xi, y):
+        return (y.float() / 10).view(-1, 1, 1, 1).expand(len(y), 3, 4, 4) + 0 * self.w
+
+
+def test_conditional_grid_has_one_class_per_row():
+    x, nrow = draw_samples(_LabelPainter(), 30, torch.Generator().manual_seed(0))
+    assert nrow == 3 and x.shape[0] == 30
+    rows = x[:, 0, 0, 0].view(10, 3)
+    assert torch.allclose(rows, (torch.arange(10).float() / 10).view(10, 1).expand(10, 3))
+
+
+def test_latent_walk_moves_smoothly_and_writes_strip_and_gif(tmp_path):
+    data = _data()
+    cfg = Config(dataset="cifar10", out_dir=str(tmp_path / "w"), max_steps=1, method="dcgan", **TINY)
+    T.train(cfg, dataset=data)
+    G = T.load_generator(cfg.out_dir)
+    frames = latent_walk(G, 12, 0.01, n_chains=2, generator=torch.Generator().manual_seed(0))
+    assert frames.shape == (12, 2, 3, 32, 32)
+    step = (frames[1:] - frames[:-1]).abs().mean()
+    apart = (frames[:, 0] - frames[:, 1]).abs().mean()  # two independent chains
+    assert step < 0.2 * apart
+    assert main(["sample", cfg.out_dir, "--walk", "12", "--n", "2", "--out", str(tmp_path / "walk.png")]) == 0
+    png, gif = Image.open(tmp_path / "walk.png"), Image.open(tmp_path / "walk.gif")
+    assert gif.n_frames == 12
+    tile = 2 * (32 + 2)  # scale 2, pad 2
+    assert png.size == (2 * 2 + 12 * tile, 2 * 2 + 2 * tile)
+
+
+def test_sample_grid_of_a_conditional_run_has_a_row_per_class(tmp_path):
+    cfg = Config(
+        dataset="cifar10",
+        out_dir=str(tmp_path / "g"),
+        max_steps=1,
+        method="steingan",
+        model="joint",
+        gen_kernel="constant",
+        **TINY,
+    )
+    T.train(cfg, dataset=_data())
+    out = tmp_path / "grid.png"
+    assert main(["sample", cfg.out_dir, "--n", "40", "--out", str(out)]) == 0
+    w, h = Image.open(out).size
+    assert (w, h) == (2 * (2 + 4 * 34), 2 * (2 + 10 * 34))  # 4 per row, 10 rows
+
+
+@pytest.mark.parametrize(
+    "kw, key",
+    [
+        (dict(model="rbm", gen_kernel="feature", method="steingan"), "gen_kernel"),
+        (dict(model="joint", method="steincd"), "model"),
+        (dict(model="joint", method="steingan", alpha=0.5), "model"),
+        (dict(image_size=48), "image_size"),
+        (dict(width=-1), "width"),
+    ],
+)
+def test_bad_image_settings_are_refused(kw, key):
+    with pytest.raises(ConfigError, match=key):
+        Config(**kw).validate()
+
+
+def test_an_image_shape_the_networks_do_not_take_is_a_clear_error(tmp_path):
+    from steinebm.errors import UserError
+
+    odd = Dataset("odd", _images(16, 32, 0), _images(4, 32, 1), _images(4, 32, 2), (3, 16, 64), "memory")
+    with pytest.raises(UserError, match="32 / 64 px"):
+        T.train(
+            Config(dataset="cifar10", out_dir=str(tmp_path / "o"), method="dcgan", max_steps=1, **TINY), dataset=odd
+        )
