@@ -44,6 +44,7 @@ CASES = {
     "steingan-autoencoder-rbf": dict(method="steingan", model="autoencoder", gen_kernel="rbf"),
     "steingan-autoencoder-no-kernel": dict(method="steingan", model="autoencoder", gen_kernel="constant"),
     "dcgan": dict(method="dcgan"),
+    "dcgan-conditional": dict(method="dcgan", conditional=True),
 }
 
 
@@ -203,6 +204,7 @@ def test_sample_grid_of_a_conditional_run_has_a_row_per_class(tmp_path):
         (dict(model="joint", method="steingan", alpha=0.5), "model"),
         (dict(image_size=48), "image_size"),
         (dict(width=-1), "width"),
+        (dict(conditional=True, method="steingan"), "conditional"),
     ],
 )
 def test_bad_image_settings_are_refused(kw, key):
@@ -218,3 +220,22 @@ def test_an_image_shape_the_networks_do_not_take_is_a_clear_error(tmp_path):
         T.train(
             Config(dataset="cifar10", out_dir=str(tmp_path / "o"), method="dcgan", max_steps=1, **TINY), dataset=odd
         )
+
+
+def test_conditional_discriminator_reads_the_label_planes():
+    from steinebm.generators import count_parameters
+    from steinebm.image_nets import ConditionalDCGANDiscriminator, DCGANDiscriminator
+
+    g = torch.Generator().manual_seed(0)
+    D = ConditionalDCGANDiscriminator(32, 3, 10, ndf=8, generator=g).eval()
+    x = torch.rand(4, 3 * 32 * 32, generator=g)
+    a, b = D(x, torch.tensor([0, 1, 2, 3])), D(x, torch.tensor([5, 1, 9, 3]))
+    assert a[1] == b[1] and a[3] == b[3] and a[0] != b[0] and a[2] != b[2]  # only the changed labels move
+    # the same network as an unconditional one on 3 + 10 planes, fed the planes by hand
+    U = DCGANDiscriminator(32, 13, ndf=8)
+    U.load_state_dict(D.state_dict())
+    U.eval()
+    planes = torch.zeros(4, 10, 32, 32)
+    planes[torch.arange(4), torch.tensor([0, 1, 2, 3])] = 1.0
+    torch.testing.assert_close(U(torch.cat([x.view(4, 3, 32, 32), planes], 1)), a)
+    assert count_parameters(D) == count_parameters(U)

@@ -44,6 +44,7 @@ class Config:
     # autoencoder / joint energies and the DCGAN networks for 32 and 64 px images (Section 5.2)
     code_dim: int = 100  # the encoder's code, where the feature kernel lives
     margin: float = 1.0  # m of the joint energy's -max(m, CE)
+    conditional: bool = False  # dcgan: generator and discriminator take the label (SteinGAN: model=joint)
     width: int = 0  # the energy's first encoder layer, channels (0 = the paper-sized default)
     gen_width: int = 0  # the DCGAN generator's last hidden layer, channels (0 = 128)
     disc_width: int = 0  # the DCGAN discriminator's first layer, channels (0 = 128)
@@ -145,6 +146,8 @@ class Config:
             raise bad("margin", "must be a finite number")
         if self.gen_kernel == "feature" and self.model == "rbm":
             raise bad("gen_kernel", "the feature kernel needs an energy with an encoder: model=autoencoder or joint")
+        if self.conditional and self.method != "dcgan":
+            raise bad("conditional", "is for the DCGAN baseline; a conditional SteinGAN uses model=joint")
         if self.model == "joint" and (self.method not in ("steingan", "amortized-svgd") or self.alpha > 0):
             raise bad("model", "the joint image-label energy is trained by SteinGAN (method=steingan, alpha=0)")
         if self.image_size not in (32, 64):

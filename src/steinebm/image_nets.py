@@ -40,6 +40,7 @@ __all__ = [
     "DCGANGenerator",
     "ConditionalDCGANGenerator",
     "DCGANDiscriminator",
+    "ConditionalDCGANDiscriminator",
     "count_parameters",
 ]
 
@@ -345,3 +346,37 @@ class DCGANDiscriminator(_ImageModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(self._as_images(x)).squeeze(1)
+
+
+class ConditionalDCGANDiscriminator(DCGANDiscriminator):
+    """The class-conditional DCGAN baseline's discriminator (Figure 2 compares SteinGAN with a
+    DCGAN conditional on each category): D(x, y), the one-hot label given as ``n_classes``
+    constant image planes beside the colour channels (the conditional-GAN construction of
+    Mirza & Osindero, 2014). Its image side is :attr:`channels` colours; the first layer sees
+    ``channels + n_classes`` planes.
+
+    >>> import torch
+    >>> D = ConditionalDCGANDiscriminator(32, channels=3, n_classes=10, ndf=8)
+    >>> D(torch.rand(2, 3 * 32 * 32), torch.tensor([1, 7])).shape
+    torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        channels: int = 3,
+        n_classes: int = 10,
+        ndf: int = 128,
+        n_layers: int = 4,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        _check_positive(n_classes=n_classes)
+        super().__init__(image_size, channels + n_classes, ndf, n_layers, generator)
+        self.channels, self.n_classes = channels, n_classes  # the images' own channels
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:  # type: ignore[override]
+        img = self._as_images(x)  # m C S S
+        if y.dim() == 1:
+            y = F.one_hot(y.long(), self.n_classes)
+        planes = y.to(img.dtype)[:, :, None, None].expand(-1, -1, self.image_size, self.image_size)  # m K S S
+        return self.net(torch.cat([img, planes], 1)).squeeze(1)

@@ -30,7 +30,13 @@ from .energies.autoencoder import AutoencoderEnergy
 from .energies.joint import JointAutoencoderEnergy
 from .errors import DivergenceError, UserError
 from .generators import MNISTDiscriminator, MNISTGenerator
-from .image_nets import IMAGE_SIZES, ConditionalDCGANGenerator, DCGANDiscriminator, DCGANGenerator
+from .image_nets import (
+    IMAGE_SIZES,
+    ConditionalDCGANDiscriminator,
+    ConditionalDCGANGenerator,
+    DCGANDiscriminator,
+    DCGANGenerator,
+)
 from .kernels import IMQ, RBF, ConstantKernel, FeatureKernel, Kernel
 from .learners import CD, HyvarinenScoreMatching, Learner, SteinCD, SteinScoreMatching, SymmetricSteinCD
 from .learners.steingan import AmortizedSVGD, DCGANLoss, SteinGAN
@@ -129,6 +135,8 @@ def build_model(
         if shape == MNIST_SHAPE:
             return MNISTDiscriminator(generator=generator)
         side, channels = _image_net_size(shape, "the DCGAN discriminator")
+        if cfg.conditional:
+            return ConditionalDCGANDiscriminator(side, channels, 10, cfg.disc_width or 128, generator=generator)
         return DCGANDiscriminator(side, channels, cfg.disc_width or 128, generator=generator)
     if cfg.model == "rbm":
         return GaussianBernoulliRBM(dim, cfg.n_hidden, generator=generator)
@@ -146,11 +154,12 @@ def build_generator(
     if cfg.method not in GENERATOR_METHODS:
         return None
     shape = tuple(image_shape) if image_shape is not None else MNIST_SHAPE
-    if shape == MNIST_SHAPE and cfg.model != "joint":
+    conditional = cfg.model == "joint" or cfg.conditional
+    if shape == MNIST_SHAPE and not conditional:
         return MNISTGenerator(cfg.noise_dim, generator=generator)
     side, channels = _image_net_size(shape, "the generator")
     ngf = cfg.gen_width or 128
-    if cfg.model == "joint":
+    if conditional:
         return ConditionalDCGANGenerator(side, channels, 10, cfg.noise_dim, ngf, generator=generator)
     return DCGANGenerator(side, channels, cfg.noise_dim, ngf, generator=generator)
 
@@ -237,10 +246,14 @@ def build_parts(
         opt_d = _adam(cfg, model)
 
         def dcgan_step(x_pos: Tensor, rng: torch.Generator, y_pos: Tensor | None = None) -> StepOut:
-            x_gen, _ = generate(rng)
-            d_loss = DCGANLoss.discriminator_loss(model(x_pos), model(x_gen.detach()))
+            x_gen, y_gen = generate(rng)
+            if y_gen is None:
+                d_real, d_fake = model(x_pos), model(x_gen.detach())
+            else:  # the conditional baseline: D sees each image with its label
+                d_real, d_fake = model(x_pos, need_labels(y_pos)), model(x_gen.detach(), y_gen)
+            d_loss = DCGANLoss.discriminator_loss(d_real, d_fake)
             _apply(d_loss, opt_d, "discriminator", ranks)
-            g_loss = DCGANLoss.generator_loss(model(x_gen))
+            g_loss = DCGANLoss.generator_loss(model(x_gen) if y_gen is None else model(x_gen, y_gen))
             _apply(g_loss, opt_g, "generator", ranks)
             return d_loss, {"g_loss": float(g_loss.detach())}
 
