@@ -365,6 +365,30 @@ def test_feature_kernel_median_rule_hand_computed():
     assert float(K[1, 2]) == pytest.approx(math.exp(-4.0 / H), rel=1e-12)
 
 
+@pytest.mark.parametrize("bandwidth", [0.9, "median"])
+def test_feature_kernel_nearest_repulsion_keeps_the_nearest_term(bandwidth):
+    """repulsion="nearest": R_i is the single term j = nn(i) of the exact sum, nn(i) found by a
+    loop over plain feature distances, the term by autograd on that one pair."""
+    x = rand_x(7, 1, 2, 3, seed=12)
+    feats = make_mlp(6, flatten=True)
+    H = bandwidth if bandwidth != "median" else ref_feature_H(feats, x)
+    K, R = FeatureKernel(feats, bandwidth=bandwidth, repulsion="nearest").gram_and_repulsion(x)
+    kfun = feature_fun(feats, H)
+    with torch.no_grad():
+        e = feats(x).reshape(7, -1)
+    for i in range(7):
+        dists = [float(((e[j] - e[i]) ** 2).sum()) if j != i else math.inf for j in range(7)]
+        j = int(np.argmin(dists))
+        xj = x[j].detach().clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(kfun(xj, x[i].detach()), xj)
+        assert torch.allclose(R[i], g, rtol=1e-9, atol=1e-12), i
+    K_ref, R_exact = loop_K_R(kfun, x)
+    assert torch.allclose(K, K_ref, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(R, R_exact, rtol=1e-3)  # an approximation: the other terms are gone
+    with pytest.raises(ValueError, match="repulsion"):
+        FeatureKernel(feats, repulsion="all")
+
+
 def test_feature_kernel_identity_features_equals_rbf():
     x = rand_x(6, 3, seed=11)
     K1, R1 = FeatureKernel(lambda t: t, bandwidth=1.9).gram_and_repulsion(x)

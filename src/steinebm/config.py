@@ -74,6 +74,9 @@ class Config:
     # kernel of the generator's SVGD direction: rbf | imq | constant (no repulsion) | feature (RBF on
     # the energy's encoder code, bandwidth 0.5 med / log m; autoencoder and joint energies)
     gen_kernel: str = "rbf"
+    # feature kernel's repulsive term: exact (m^2 encoder products) | nearest (the nearest code's
+    # term only, as the authors' CIFAR-10 code: one extra encoder pass)
+    feature_repulsion: str = "exact"
     gamma: float = 0.0  # discount on the generated batch's gradient (Section 5.2)
     gamma_adaptive: float | None = None  # raised gamma while the real batch's energy is above the generated
     alpha: float = 0.0  # SteinCD-GAN(alpha): probability of a SteinCD step
@@ -106,6 +109,7 @@ class Config:
             "log_term": ("m", "m+1"),
             "normalize": ("m", "kernel_sum"),
             "steincd_optimizer": ("shared", "own"),
+            "feature_repulsion": ("exact", "nearest"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

@@ -319,9 +319,16 @@ class FeatureKernel(Kernel):
     ``H = h^2``. A float ``bandwidth`` fixes H instead.
 
     Particles may have any shape (m, ...): ``features`` receives them as they are.
-    The repulsive term is exact: ``R_i = sum_j J_E(x_j)^T grad_1 k(e_j, e_i)`` with
-    ``grad_1 k(e_j, e_i) = -2/H (e_j - e_i) K[j, i]``: one batched vector-Jacobian product
-    per ``chunk`` particles, so only a (chunk, m, d) block exists at once.
+    The repulsive term ``R_i = sum_j J_E(x_j)^T grad_1 k(e_j, e_i)``, with
+    ``grad_1 k(e_j, e_i) = -2/H (e_j - e_i) K[j, i]``, needs a vector-Jacobian product of E at
+    every x_j for every i: m^2 products, m backward passes of the encoder.
+
+    - ``repulsion="exact"`` (default) computes all of it: one batched vector-Jacobian product
+      per ``chunk`` particles, so only a (chunk, m, d) block exists at once.
+    - ``repulsion="nearest"`` keeps, for each i, only the term of its nearest neighbour in
+      feature space, j = nn(i), the largest weight K[j, i] (the authors' CIFAR-10 code does
+      this): one extra forward and backward of the encoder on the batch. An approximation,
+      offered for speed on large encoders; the driving term stays exact either way.
     """
 
     def __init__(
@@ -329,12 +336,16 @@ class FeatureKernel(Kernel):
         features: Callable[[Tensor], Tensor],
         bandwidth: str | float = "median",
         chunk: int = 16,
+        repulsion: str = "exact",
     ) -> None:
         if not isinstance(bandwidth, str) and not float(bandwidth) > 0:
             raise ValueError(f"bandwidth must be 'median' or positive, got {bandwidth!r}")
+        if repulsion not in ("exact", "nearest"):
+            raise ValueError(f"repulsion must be 'exact' or 'nearest', got {repulsion!r}")
         self.features = features
         self.bandwidth = bandwidth
         self.chunk = chunk
+        self.repulsion = repulsion
         self.last_h: float | None = None
 
     def H(self, sq_dists: Tensor) -> Tensor:
@@ -353,6 +364,8 @@ class FeatureKernel(Kernel):
             H = self.H(d2)
             self.last_h = float(H)
             K = d2.div_(-H).exp_()  # m m
+            if self.repulsion == "nearest":
+                return K, self._nearest_repulsion(x, ed, K, H)
             R = torch.empty_like(x)
             for start in range(0, m, self.chunk):
                 stop = min(start + self.chunk, m)
@@ -362,6 +375,17 @@ class FeatureKernel(Kernel):
                 (g,) = torch.autograd.grad(e, xg, grad_outputs=v, retain_graph=True, is_grads_batched=True)
                 R[start:stop] = g.sum(1)  # sum over j
         return K, R
+
+    def _nearest_repulsion(self, x: Tensor, ed: Tensor, K: Tensor, H: Tensor) -> Tensor:
+        """R_i = J_E(x_nn(i))^T grad_1 k(e_nn(i), e_i), nn(i) the nearest other particle."""
+        m = x.shape[0]
+        eye = torch.eye(m, dtype=torch.bool, device=x.device)
+        nn_idx = K.masked_fill(eye, -1.0).argmax(1)  # the largest weight is the nearest code
+        v = (ed[nn_idx] - ed).mul_(K[nn_idx, torch.arange(m, device=x.device)].unsqueeze(1)).mul_(-2.0 / H)  # m p
+        x1 = x.detach()[nn_idx].requires_grad_(True)  # row i is x_nn(i), a leaf of its own
+        e1 = self.features(x1).reshape(m, -1)
+        (R,) = torch.autograd.grad(e1, x1, grad_outputs=v)
+        return R
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         ex = self.features(x).reshape(x.shape[0], -1)

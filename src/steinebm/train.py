@@ -69,7 +69,7 @@ def build_kernel(cfg: Config, name: str | None = None, model: nn.Module | None =
     if name == "feature":
         if model is None or not hasattr(model, "encode"):
             raise UserError("gen_kernel=feature needs an energy with an encoder (model=autoencoder or joint)")
-        return FeatureKernel(_eval_mode_codes(model))
+        return FeatureKernel(_eval_mode_codes(model), repulsion=cfg.feature_repulsion)
     if name == "rbf":
         return RBF(cfg.bandwidth, cfg.median_over, cfg.log_term)  # type: ignore[arg-type]
     if name == "imq":
