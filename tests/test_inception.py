@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 import pickle
 import re
 from importlib import resources
@@ -14,9 +16,10 @@ import torch
 from torch import Tensor, nn
 
 from steinebm import inception
-from steinebm.data import load_dataset
+from steinebm.data import load_dataset, read_cifar_batch
 from steinebm.errors import UserError
 from steinebm.inception import (
+    CIFAR10Classifier,
     MNISTClassifier,
     classifier_accuracy,
     inception_score,
@@ -27,6 +30,14 @@ from steinebm.inception import (
 
 ASSET = Path(str(resources.files("steinebm") / "assets" / "mnist-classifier.pt"))
 PROVENANCE = ASSET.with_suffix(".md")
+CIFAR_ASSET = ASSET.with_name("cifar10-classifier.pt")
+CIFAR_PROVENANCE = CIFAR_ASSET.with_suffix(".md")
+FULL_CIFAR10 = Path(
+    os.environ.get("STEINEBM_TEST_CIFAR10", Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10")
+)
+# Accuracy of the shipped CIFAR-10 classifier on the first 2,000 CIFAR-10 test images, as measured by
+# scripts/train_cifar10_classifier.py (assets/cifar10-classifier.md); the test allows a small tolerance.
+CIFAR_ACC_2000 = 0.0
 
 
 # --- reference classifiers and numpy references ------------------------------------------------
@@ -395,3 +406,149 @@ def test_code_in_a_weights_file_is_not_run(tmp_path):
         load_classifier(path=evil)
     assert "\n" not in str(err.value)
     assert not marker.exists()
+
+
+# --- the shipped CIFAR-10 classifier ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cifar_shipped():
+    return load_classifier("cifar10")
+
+
+@pytest.fixture(scope="module")
+def cifar_like():
+    """200 synthetic 32x32 RGB images in [0, 1]: smooth colour blobs plus noise, not CIFAR-10."""
+    g = torch.Generator().manual_seed(7)
+    low = torch.rand(200, 3, 4, 4, generator=g)
+    smooth = nn.functional.interpolate(low, size=(32, 32), mode="bilinear", align_corners=False)
+    return (0.8 * smooth + 0.2 * torch.rand(200, 3, 32, 32, generator=g)).clamp(0, 1)
+
+
+def test_cifar10_weights_checksum_and_provenance():
+    data = CIFAR_ASSET.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    assert re.fullmatch(r"[0-9a-f]{64}", inception.CIFAR10_CLASSIFIER_SHA256)
+    assert digest == inception.CIFAR10_CLASSIFIER_SHA256
+    assert verify_sha256(CIFAR_ASSET, digest) == data
+    assert len(data) < 5 * 1024 * 1024
+    note = CIFAR_PROVENANCE.read_text()
+    assert digest in note and f"{len(data):,}" in note
+
+
+def test_cifar10_weights_are_a_plain_float32_state_dict():
+    state = torch.load(io.BytesIO(CIFAR_ASSET.read_bytes()), map_location="cpu", weights_only=True)
+    fresh = CIFAR10Classifier().state_dict()
+    assert list(state) == list(fresh)
+    for k, v in state.items():
+        assert isinstance(v, Tensor) and v.shape == fresh[k].shape
+        assert v.dtype == (torch.int64 if k.endswith("num_batches_tracked") else torch.float32)
+    assert sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k) == 272_474
+
+
+def test_cifar10_classifier_loads_in_eval_mode(cifar_shipped):
+    assert isinstance(cifar_shipped, CIFAR10Classifier)
+    assert not cifar_shipped.training
+    assert sum(p.numel() for p in cifar_shipped.parameters()) == 272_474
+    assert all(p.dtype == torch.float32 for p in cifar_shipped.parameters())
+
+
+def test_cifar10_classifier_input_shapes(cifar_shipped, cifar_like):
+    x = cifar_like[:20]
+    with torch.no_grad():
+        a = cifar_shipped(x)
+        b = cifar_shipped(x.reshape(20, -1))
+    assert a.shape == (20, 10)
+    assert torch.equal(a, b)
+    for bad in (torch.zeros(3, 3071), torch.zeros(3, 32, 32, 3), torch.zeros(3, 1, 32, 32)):
+        with pytest.raises(ValueError, match="CIFAR-10 images"):
+            cifar_shipped(bad)
+
+
+def test_cifar10_inception_score_matches_numpy(cifar_shipped, cifar_like):
+    n, splits = cifar_like.shape[0], 3
+    mean, std = inception_score(cifar_like, "cifar10", n_splits=splits, batch_size=64)
+    with torch.no_grad():
+        logits = cifar_shipped(cifar_like).numpy()
+    p = np_softmax(logits)
+    scores = [np_is(p[i * n // splits : (i + 1) * n // splits]) for i in range(splits)]
+    assert mean == pytest.approx(float(np.mean(scores)), rel=1e-5)
+    assert std == pytest.approx(float(np.std(scores)), rel=1e-3, abs=1e-6)
+    assert 1.0 <= mean <= 10.0
+    cov = mode_coverage(cifar_like, "cifar10", batch_size=64)
+    assert cov["counts"] == np.bincount(logits.argmax(1), minlength=10).tolist()
+    assert cov["n"] == n and cov["max_entropy"] == pytest.approx(np.log(10))
+
+
+def test_cifar10_refuses_images_outside_unit_range(cifar_like):
+    with pytest.raises(ValueError, match=r"\[0, 1\] for the CIFAR-10 classifier"):
+        inception_score(cifar_like * 2 - 1, "cifar10", n_splits=2)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        mode_coverage(cifar_like + 0.01, "cifar10")
+
+
+def test_cifar10_tampered_weights_refused(tmp_path, monkeypatch):
+    data = bytearray(CIFAR_ASSET.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / CIFAR_ASSET.name).write_bytes(bytes(data))
+    # the shipped-weights path, pointed at a package folder holding the tampered file
+    monkeypatch.setattr(inception.resources, "files", lambda package: tmp_path)
+    with pytest.raises(UserError, match="sha256") as err:
+        load_classifier("cifar10")
+    assert "\n" not in str(err.value) and "train_cifar10_classifier.py" in str(err.value)
+    with pytest.raises(UserError, match="sha256"):
+        inception_score(torch.rand(20, 3072), "cifar10", n_splits=2)
+    with pytest.raises(UserError, match="sha256") as err:
+        verify_sha256(tmp_path / "assets" / CIFAR_ASSET.name, inception.CIFAR10_CLASSIFIER_SHA256)
+    assert "\n" not in str(err.value)
+
+
+def test_cifar10_checksum_constant_is_checked(monkeypatch):
+    monkeypatch.setattr(inception, "CIFAR10_CLASSIFIER_SHA256", "f" * 64)
+    with pytest.raises(UserError, match="sha256") as err:
+        load_classifier("cifar10")
+    assert "\n" not in str(err.value)
+    load_classifier("mnist")  # the other classifier's check is unaffected
+
+
+def test_cifar10_load_from_path_and_wrong_architecture(tmp_path, cifar_shipped):
+    copy = tmp_path / "c.pt"
+    copy.write_bytes(CIFAR_ASSET.read_bytes())
+    mine = load_classifier("cifar10", path=copy)
+    assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(), cifar_shipped.state_dict().values()))
+    with pytest.raises(UserError, match="do not fit MNISTClassifier") as err:
+        load_classifier("mnist", path=copy)
+    assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match="do not fit CIFAR10Classifier"):
+        load_classifier("cifar10", path=ASSET)
+
+
+@pytest.fixture(scope="module")
+def cifar10_test_2000():
+    batch = FULL_CIFAR10 / "cifar-10-batches-py" / "test_batch"
+    if not batch.is_file():
+        pytest.skip(
+            f"CIFAR-10 not found at {FULL_CIFAR10} (set STEINEBM_TEST_CIFAR10 to the folder with cifar-10-batches-py)"
+        )
+    x, y = read_cifar_batch(batch)
+    return torch.from_numpy(x[:2000].astype(np.float32) / 255.0), torch.from_numpy(y[:2000])
+
+
+def test_cifar10_classifier_accuracy_on_real_test_images(cifar_shipped, cifar10_test_2000):
+    x, y = cifar10_test_2000
+    acc = classifier_accuracy("cifar10", x, y)
+    assert acc >= CIFAR_ACC_2000 - 0.01
+    with torch.no_grad():  # independent count from the module's own logits
+        pred = np.concatenate([cifar_shipped(x[i : i + 500]).argmax(1).numpy() for i in range(0, 2000, 500)])
+    assert acc == pytest.approx(float(np.mean(pred == y.numpy())))
+    # the ten classes are each predicted for roughly their share (200 each) of the images
+    assert np.bincount(pred, minlength=10).min() > 120
+
+
+def test_cifar10_real_images_score_far_above_noise(cifar10_test_2000):
+    x, _ = cifar10_test_2000
+    real, _ = inception_score(x, "cifar10", n_splits=2)
+    noise, _ = inception_score(torch.rand(400, 3072, generator=torch.Generator().manual_seed(0)), "cifar10", n_splits=2)
+    assert real > 6.0
+    assert noise < 3.0

@@ -29,7 +29,9 @@ EXAMPLES = {
   steinebm reproduce fig1a --no-sweep --seeds 1 --epochs 5          # a quick look
   steinebm reproduce fig1b --data-dir ../shared/data/mnist          # alpha in {0,.1,.25,.5,.75,1}: LL + IS
   steinebm reproduce fig1c                                          # SteinGAN samples (shares fig1b's runs)
-  steinebm reproduce fig1d                                          # the same without the kernel""",
+  steinebm reproduce fig1d                                          # the same without the kernel
+  steinebm reproduce fig2 --data-dir ../shared/data/cifar10         # CIFAR-10, reduced scale (CPU)
+  steinebm reproduce fig2 --scale full --device cuda                # the paper's scale (GPU)""",
     "demo": """examples:
   steinebm demo                                 # embedded MNIST subset, under a minute on 2 cores""",
 }
@@ -91,12 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     r = add("reproduce", "Reproduce a figure of the paper: runs, plot, table with the paper's claims.")
-    r.add_argument("figure", choices=["fig1a", "fig1b", "fig1c", "fig1d"])
+    r.add_argument("figure", choices=["fig1a", "fig1b", "fig1c", "fig1d", "fig2"])
     r.add_argument("--out", help="output folder (default runs/FIGURE)")
     r.add_argument("--data-dir")
     r.add_argument("--dataset", default="mnist", choices=["mnist", "mnist-embedded"])
     r.add_argument("--seeds", type=int, default=3)
-    r.add_argument("--epochs", type=int, default=20)
+    r.add_argument("--epochs", type=int, help="epochs per run (default 20; fig2: the scale's)")
     r.add_argument("--no-sweep", action="store_true", help="skip the hyper-parameter sweep; use defaults")
     r.add_argument("--jobs", type=int, default=2, help="runs in parallel (default 2)")
     r.add_argument("--methods", help="fig1a: comma-separated subset, e.g. 'CD-1,SteinCD'")
@@ -106,6 +108,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--n-train", type=int, default=0, help="use only the first N training images (0 = all)")
     r.add_argument("--device", default="cpu", help="fig1b-d: cpu, cuda or cuda:N (default cpu)")
     r.add_argument("--no-dcgan", action="store_true", help="fig1b: leave out the DCGAN baseline")
+    r.add_argument(
+        "--scale",
+        choices=["reduced", "full"],
+        default="reduced",
+        help="fig2: reduced (about 2 h on a 2-core CPU) or full (the paper's settings, for a GPU)",
+    )
     r.add_argument(
         "--steincd-optimizer",
         choices=["shared", "own"],
@@ -223,12 +231,18 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
     from .reproduce import FIG1B_ALPHAS, fig1a, fig1b, fig1cd
 
     _positive("seeds", a.seeds)
+    epochs_given = a.epochs
+    a.epochs = 20 if a.epochs is None else a.epochs
     _positive("epochs", a.epochs)
     _positive("jobs", a.jobs)
     _positive("is-samples", a.is_samples)
     out = a.out or f"runs/{a.figure}"
     common: dict[str, Any] = dict(dataset=a.dataset, data_dir=a.data_dir, epochs=a.epochs, n_train=a.n_train)
-    if a.figure == "fig1a":
+    if a.figure == "fig2":
+        from .reproduce_images import fig2
+
+        fig2(out=out, data_dir=a.data_dir, scale=a.scale, jobs=a.jobs, device=a.device, epochs=epochs_given)
+    elif a.figure == "fig1a":
         methods = [m.strip() for m in a.methods.split(",")] if a.methods else None
         fig1a(out=out, seeds=a.seeds, sweep=not a.no_sweep, jobs=a.jobs, methods=methods, **common)
     elif a.figure == "fig1b":
