@@ -92,6 +92,7 @@ class Config:
     max_steps: int = 0  # stop after this many steps in all (0 = no limit; smoke runs)
     threads: int = 0  # torch threads (0 = torch's default)
     device: str = "cpu"
+    amp: bool = False  # networks' forward passes in bfloat16 autocast; SVGD and kernel arithmetic stay float32
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
 

@@ -193,6 +193,19 @@ def _adam(cfg: Config, module: nn.Module, gen: bool = False) -> torch.optim.Adam
     return torch.optim.Adam(module.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
 
 
+def _autocast_forward(module: nn.Module, device_type: str) -> None:
+    """Run ``module``'s forward in bfloat16 autocast and hand back float32, so only the network
+    runs in low precision: the scores, kernels and SVGD sums built on its outputs stay float32."""
+    inner = module.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            out = inner(*args, **kwargs)
+        return out.float() if isinstance(out, Tensor) and out.is_floating_point() else out
+
+    module.forward = forward  # type: ignore[method-assign]
+
+
 def build_parts(
     cfg: Config,
     dim: int,
@@ -208,6 +221,10 @@ def build_parts(
     model = build_model(cfg, dim, init_gen, image_shape).to(device)
     G = build_generator(cfg, init_gen, image_shape)
     m = cfg.batch_size // ranks.world  # this rank's particles
+    if cfg.amp:
+        for net in (model, G):
+            if net is not None:
+                _autocast_forward(net, device.type)
     if G is None:
         learner = build_learner(cfg)
         opt = _adam(cfg, model)
