@@ -53,7 +53,7 @@ MNIST_CLASSIFIER_FILE = "mnist-classifier.pt"
 MNIST_CLASSIFIER_SHA256 = "643fd693075418cd36c23e613b6f7cc96b0194723854a8eaaf5f7fcd24dd5df9"
 CIFAR10_CLASSIFIER_FILE = "cifar10-classifier.pt"
 # sha256 of assets/cifar10-classifier.pt as printed by scripts/train_cifar10_classifier.py.
-CIFAR10_CLASSIFIER_SHA256 = "0000000000000000000000000000000000000000000000000000000000000000"
+CIFAR10_CLASSIFIER_SHA256 = "f75b52e2c01e830e3c9c369d35526e09dce93374e735aeef747d5e58c843564a"
 # Per-channel mean and standard deviation of the CIFAR-10 training pixels (in [0, 1]), the usual
 # constants; CIFAR10Classifier standardises its input with them.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
