@@ -305,3 +305,30 @@ def test_amp_runs_the_networks_in_bfloat16_and_the_rest_in_float32(tmp_path):
     off = Config(**{**cfg.__dict__, "amp": False}).validate()
     plain = T.build_parts(off, 3072, torch.device("cpu"), image_shape=(3, 32, 32))
     assert plain.modules["generator"](*plain.modules["generator"].sample_noise(2)).dtype == torch.float32
+
+
+def test_feature_codes_modes_and_running_statistics():
+    """feature_codes=batch uses the batch's statistics without moving the running ones; eval
+    uses the running ones; both leave the model's own mode as it was."""
+    from steinebm.train import _feature_codes
+
+    cfg = Config(dataset="cifar10", out_dir="unused", method="steingan", model="autoencoder", **TINY).validate()
+    model = T.build_model(cfg, 3072, torch.Generator().manual_seed(0), (3, 32, 32))
+    x = torch.rand(8, 3072, generator=torch.Generator().manual_seed(1)) * 3.0  # far from the init statistics
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    model.train()
+    with torch.no_grad():
+        batch_codes = _feature_codes(model, "batch")(x)
+        eval_codes = _feature_codes(model, "eval")(x)
+    assert model.training
+    after = {k: v for k, v in model.state_dict().items() if "running" in k}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(eval_codes, model.encode(x))
+        model.train()
+        for mod in model.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.momentum = 0.0
+        torch.testing.assert_close(batch_codes, model.encode(x))
+    assert not torch.allclose(batch_codes, eval_codes)

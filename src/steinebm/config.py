@@ -77,6 +77,7 @@ class Config:
     # feature kernel's repulsive term: exact (m^2 encoder products) | nearest (the nearest code's
     # term only, as the authors' CIFAR-10 code: one extra encoder pass)
     feature_repulsion: str = "exact"
+    feature_codes: str = "eval"  # the encoder's BatchNorm for the kernel's codes: eval (running stats) | batch
     gamma: float = 0.0  # discount on the generated batch's gradient (Section 5.2)
     gamma_adaptive: float | None = None  # raised gamma while the real batch's energy is above the generated
     alpha: float = 0.0  # SteinCD-GAN(alpha): probability of a SteinCD step
@@ -111,6 +112,7 @@ class Config:
             "normalize": ("m", "kernel_sum"),
             "steincd_optimizer": ("shared", "own"),
             "feature_repulsion": ("exact", "nearest"),
+            "feature_codes": ("eval", "batch"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

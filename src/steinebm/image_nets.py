@@ -125,7 +125,10 @@ class DCGANEncoder(_ImageModule):
 
     S = 32: C -> w (16 x 16) -> 2w (8 x 8) -> 4w (4 x 4); S = 64 adds 8w at 4 x 4. Stride-2 5 x 5
     convolutions, BatchNorm (not on the input layer), LeakyReLU(0.2); then a 4 x 4 valid
-    convolution (a linear map of the 4 x 4 map) to the code, which has no activation.
+    convolution (a linear map of the 4 x 4 map) to the code. With ``code_norm`` (the default)
+    the code goes through BatchNorm and ReLU, as in the authors' CIFAR-10 code: without it the
+    code's scale is free, and the joint energy (Eq. 25) can then drive the generated images'
+    cross-entropy, and their energy, without bound by scaling the code up.
 
     >>> import torch
     >>> DCGANEncoder(64, channels=1, code_dim=10, width=4)(torch.rand(2, 1, 64, 64)).shape
@@ -139,16 +142,22 @@ class DCGANEncoder(_ImageModule):
         code_dim: int = 100,
         width: int = 128,
         generator: torch.Generator | None = None,
+        code_norm: bool = True,
     ) -> None:
         super().__init__()
         n = _n_scales(image_size)
         _check_positive(channels=channels, code_dim=code_dim, width=width)
         self.image_size, self.channels, self.code_dim, self.width = image_size, channels, code_dim, width
         top = width * 2 ** (n - 1)
-        with _seeded(generator):
+        with _seeded(generator):  # every layer is built, so initialised, inside
+            head: list[nn.Module] = (
+                [nn.Conv2d(top, code_dim, 4, bias=False), nn.BatchNorm2d(code_dim), nn.ReLU(inplace=True)]
+                if code_norm
+                else [nn.Conv2d(top, code_dim, 4)]
+            )  # m code_dim 1 1
             self.net = nn.Sequential(
                 *_down_stack(channels, width, n),  # m top 4 4
-                nn.Conv2d(top, code_dim, 4),  # m code_dim 1 1
+                *head,
                 nn.Flatten(),  # m code_dim
             )
             init_normal_002(self)

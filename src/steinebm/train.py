@@ -69,7 +69,7 @@ def build_kernel(cfg: Config, name: str | None = None, model: nn.Module | None =
     if name == "feature":
         if model is None or not hasattr(model, "encode"):
             raise UserError("gen_kernel=feature needs an energy with an encoder (model=autoencoder or joint)")
-        return FeatureKernel(_eval_mode_codes(model), repulsion=cfg.feature_repulsion)
+        return FeatureKernel(_feature_codes(model, cfg.feature_codes), repulsion=cfg.feature_repulsion)
     if name == "rbf":
         return RBF(cfg.bandwidth, cfg.median_over, cfg.log_term)  # type: ignore[arg-type]
     if name == "imq":
@@ -82,18 +82,31 @@ def load_config_dataset(cfg: Config) -> Dataset:
     return load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, max_images=cfg.max_images or None)
 
 
-def _eval_mode_codes(model: nn.Module) -> Callable[[Tensor], Tensor]:
-    """E(x) with the encoder's BatchNorm in eval mode: in training mode it would couple the
-    particles, and the feature kernel's repulsive term is exact only for per-sample codes."""
+def _feature_codes(model: nn.Module, mode: str) -> Callable[[Tensor], Tensor]:
+    """E(x) for the feature kernel, its BatchNorm layers in ``mode``:
+
+    - ``eval``: running statistics, so each particle's code is its own and the kernel's
+      repulsive term is exact; early in training the running statistics do not yet match the
+      generated images, and their codes can all but coincide.
+    - ``batch``: the batch's own statistics (as the authors' code computes its features), the
+      running statistics left as they are. The codes then depend on the whole batch, so the
+      repulsive term is approximate.
+    """
     encode: Callable[[Tensor], Tensor] = model.encode  # type: ignore[assignment]
+    norms = [mod for mod in model.modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
 
     def codes(x: Tensor) -> Tensor:
         was = model.training
-        model.eval()
+        momenta = [bn.momentum for bn in norms]
+        model.train(mode == "batch")
+        for bn in norms:
+            bn.momentum = 0.0  # a momentum of 0 leaves the running statistics untouched
         try:
             return encode(x)
         finally:
             model.train(was)
+            for bn, mom in zip(norms, momenta):
+                bn.momentum = mom
 
     return codes
 
