@@ -37,13 +37,20 @@ def test_fig2_toy_scale(tmp_path, monkeypatch):
     out = tmp_path / "fig2"
     summary = reproduce_images.fig2(out=out, scale="toy", jobs=1, log=lambda s: None)
     names = list(summary["rows"])
-    assert names == ["real training set", "10 duplicated", "SteinGAN", "SteinGAN without kernel", "DCGAN"]
+    assert names == [
+        "real training set",
+        "10 duplicated",
+        "SteinGAN",
+        "SteinGAN without kernel",
+        "SteinGAN, RBF kernel on pixels",
+        "DCGAN",
+    ]
     for r in summary["rows"].values():
         assert 1.0 <= r["is_mean"] <= 10.0 and 0.0 <= r["accuracy"] <= 1.0 and r["n_images"] == 40
     md = (out / "fig2.md").read_text()
     assert "61.09 %" in md and "6.58" in md  # the paper's numbers beside ours
     assert len(summary["claims"]) == 3
-    for name in ("steingan", "steingan-without-kernel", "dcgan"):
+    for name in ("steingan", "steingan-without-kernel", "steingan-rbf-kernel-on-pixels", "dcgan"):
         assert (out / f"fig2-{name}.png").exists()
     # a second call reuses the runs and the cached scores
     cached = json.loads((out / "scores" / "steingan.json").read_text())
