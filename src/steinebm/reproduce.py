@@ -517,15 +517,12 @@ def fig1b_curves(fig1b_dir: str | Path, path: str | Path | None = None) -> Path:
 
 def parameter_counts(dim: int) -> dict[str, int]:
     """Trainable parameters of the networks Figure 1(b) compares."""
-    from .generators import MNISTDiscriminator, MNISTGenerator
-
-    def count(m: torch.nn.Module) -> int:
-        return sum(p.numel() for p in m.parameters() if p.requires_grad)
+    from .generators import MNISTDiscriminator, MNISTGenerator, count_parameters
 
     return {
-        "rbm": count(GaussianBernoulliRBM(dim, Config().n_hidden)),
-        "generator": count(MNISTGenerator(Config().noise_dim)),
-        "dcgan_discriminator": count(MNISTDiscriminator()),
+        "rbm": count_parameters(GaussianBernoulliRBM(dim, Config().n_hidden)),
+        "generator": count_parameters(MNISTGenerator(Config().noise_dim)),
+        "dcgan_discriminator": count_parameters(MNISTDiscriminator()),
     }
 
 

@@ -122,7 +122,7 @@ def fig2(
 ) -> dict[str, Any]:
     """Reproduce Figure 2 at ``scale`` (``full`` or ``reduced``); writes fig2.md, summary.json
     and one class-by-row sample grid per generator into ``out``."""
-    from .generators import draw_samples
+    from .generators import count_parameters, draw_samples
     from .plots import save_image_grid
     from .reproduce import run_many
     from .transfer import duplicate_baseline
@@ -193,10 +193,7 @@ def fig2(
         "rows": rows,
         "grids": grids,
         "paper": PAPER_FIG2,
-        "parameters": {
-            name: {k: sum(p.numel() for p in m.parameters()) for k, m in _modules(cfg).items()}
-            for name, cfg in cfgs.items()
-        },
+        "parameters": {name: {k: count_parameters(m) for k, m in _modules(cfg).items()} for name, cfg in cfgs.items()},
     }
     summary["claims"] = _fig2_claims(rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
