@@ -25,7 +25,7 @@ def test_yaml_and_overrides(tmp_path):
         ("lr=inf", "lr"),
         ("batch_size=0", "batch_size"),
         ("batch_size=1.5", "integer"),
-        ("n_hidden=30", "enumerates"),
+        ("n_hidden=5000", "AIS"),
         ("bandwidth=-1", "bandwidth"),
         ("bandwidth=2.5", None),
         ("kernel=laplace", "kernel"),

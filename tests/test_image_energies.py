@@ -13,7 +13,9 @@ import pytest
 import torch
 from torch import nn
 
+from steinebm.config import Config
 from steinebm.energies import AutoencoderEnergy, JointAutoencoderEnergy, score, table1_parameter_counts
+from steinebm.errors import ConfigError
 from steinebm.generators import count_parameters
 from steinebm.image_nets import (
     ConditionalDCGANGenerator,
@@ -374,7 +376,26 @@ def test_steingan_step_with_joint_energy_and_conditional_generator():
     assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in G.parameters())
     joint.train()
     x_pos, y_pos = torch.rand(m, 3, 32, 32, generator=rng), torch.randint(0, 10, (m,), generator=rng)
-    e_loss, stats = sg.energy_loss(joint.given(torch.cat([y_pos, y_gen])), x_pos, x_gen, steincd=False)
+    e_loss, stats = sg.energy_loss(joint.given(y_pos), x_pos, x_gen, steincd=False, energy_gen=joint.given(y_gen))
     e_loss.backward()
     assert math.isfinite(float(e_loss.detach())) and joint.head.weight.grad is not None
     assert stats["f_pos"] < 0 and stats["f_neg"] < 0
+
+
+def test_input_dropout_corrupts_the_encoder_input_not_the_reconstruction_target():
+    # E = D = identity: f(x) = -||x - dropout(x)||. For x = 1 in d entries, each dropped entry
+    # adds 1 and each kept one (1 - 1/(1-p))^2 = q^2 to the squared norm.
+    p, d, m = 0.25, 400, 50
+    ae = AutoencoderEnergy(nn.Identity(), nn.Identity(), input_dropout=p)
+    x = torch.ones(m, d)
+    torch.manual_seed(0)
+    sq = ae(x).detach().double() ** 2
+    q2 = (p / (1 - p)) ** 2
+    dropped = (sq - d * q2) / (1 - q2)
+    torch.testing.assert_close(dropped, dropped.round(), atol=1e-3, rtol=0)  # a whole count (float32 norm)
+    assert abs(float(dropped.mean()) / d - p) < 0.02  # about p of them (20,000 draws: sd 0.003)
+    assert ae.eval()(x).abs().max() == 0  # evaluation is Eq. 24 exactly
+    with pytest.raises(ValueError, match="input_dropout"):
+        AutoencoderEnergy(nn.Identity(), nn.Identity(), input_dropout=1.0)
+    with pytest.raises(ConfigError, match="input_dropout"):
+        Config(input_dropout=-0.1).validate()

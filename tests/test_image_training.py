@@ -99,9 +99,9 @@ def test_joint_energy_step_pairs_each_real_image_with_its_label(tmp_path, monkey
     seen = []
     real = SteinGAN.energy_loss
 
-    def spy(self, energy, x_pos, x_gen, steincd):
-        seen.append((x_pos.clone(), energy.y.clone(), x_gen.shape[0]))
-        return real(self, energy, x_pos, x_gen, steincd)
+    def spy(self, energy, x_pos, x_gen, steincd, energy_gen=None):
+        seen.append((x_pos.clone(), torch.cat([energy.y, energy_gen.y]), x_gen.shape[0]))
+        return real(self, energy, x_pos, x_gen, steincd, energy_gen)
 
     monkeypatch.setattr(SteinGAN, "energy_loss", spy)
     cfg = Config(

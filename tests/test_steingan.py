@@ -247,6 +247,49 @@ def test_adaptive_gamma_applies_when_real_energy_is_above_generated(real_above_g
     np.testing.assert_allclose(flat_grad(loss, rbm), expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("real_above_generated", [True, False])
+def test_adaptive_gamma_rule_of_the_authors_code_raises_when_real_energy_is_lower(real_above_generated):
+    rbm = make_rbm()
+    rng = np.random.default_rng(4)
+    near = rbm.b.detach().numpy() + rng.normal(0, 0.3, (6, 4))
+    far = rbm.b.detach().numpy() + rng.normal(0, 0.3, (6, 4)) + 4.0
+    x_pos, x_gen = (far, near) if real_above_generated else (near, far)
+    sg = SteinGAN(gamma=0.7, gamma_adaptive=0.9, gamma_raise_when="real_energy_lower")
+    loss, stats = sg.energy_loss(rbm, torch.tensor(x_pos), torch.tensor(x_gen), steincd=False)
+    used = 0.7 if real_above_generated else 0.9  # the opposite of the paper's reading
+    assert stats["gamma"] == used
+    expected = -(rbm_theta_grad(rbm, x_pos) - (1.0 - used) * rbm_theta_grad(rbm, x_gen))
+    np.testing.assert_allclose(flat_grad(loss, rbm), expected, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="gamma_raise_when"):
+        SteinGAN(gamma=0.7, gamma_adaptive=0.9, gamma_raise_when="sometimes")
+
+
+class _BatchNormEnergy(nn.Module):
+    """f(x) = -sum(BN(x)^2): depends on the batch it is evaluated with (training mode)."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(d, affine=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -(self.bn(x) ** 2).sum(1)
+
+
+def test_energy_step_scores_real_and_generated_batches_each_with_its_own_batch_statistics():
+    torch.manual_seed(0)
+    x_pos, x_gen = torch.randn(8, 3), torch.randn(8, 3) * 5.0 + 3.0
+    energy = _BatchNormEnergy(3)
+    loss, stats = SteinGAN(gamma=0.7).energy_loss(energy, x_pos, x_gen, steincd=False)
+
+    def alone(x: torch.Tensor) -> float:  # BN of a batch by its own mean and biased variance, by hand
+        z = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-5)
+        return float(-(z**2).sum(1).mean())
+
+    assert stats["f_pos"] == pytest.approx(alone(x_pos), rel=1e-5)
+    assert stats["f_neg"] == pytest.approx(alone(x_gen), rel=1e-5)
+    assert float(loss) == pytest.approx(0.3 * alone(x_gen) - alone(x_pos), rel=1e-5)
+
+
 @pytest.mark.parametrize("cd_bandwidth", ["median", 0.8])
 def test_steincd_step_uses_svgd_negatives_without_discount(cd_bandwidth):
     rbm = make_rbm()

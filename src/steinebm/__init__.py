@@ -1,5 +1,6 @@
 """steinebm: learning deep energy models with Stein methods (Liu & Wang, 2017)."""
 
+from .ais import ais_log_likelihood, ais_log_partition
 from .energies import GaussianBernoulliRBM, score
 from .generators import MNISTDiscriminator, MNISTGenerator
 from .inception import inception_score, load_classifier, mode_coverage
@@ -47,6 +48,8 @@ __all__ = [
     "SteinScoreMatching",
     "HyvarinenScoreMatching",
     "average_log_likelihood",
+    "ais_log_partition",
+    "ais_log_likelihood",
     "AmortizedSVGD",
     "SteinGAN",
     "DCGANLoss",

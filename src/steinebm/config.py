@@ -79,7 +79,11 @@ class Config:
     feature_repulsion: str = "exact"
     feature_codes: str = "eval"  # the encoder's BatchNorm for the kernel's codes: eval (running stats) | batch
     gamma: float = 0.0  # discount on the generated batch's gradient (Section 5.2)
-    gamma_adaptive: float | None = None  # raised gamma while the real batch's energy is above the generated
+    gamma_adaptive: float | None = None  # the raised gamma, used while gamma_raise_when holds
+    # when gamma_adaptive applies: real_energy_higher (the paper's text: mean f(x+) < mean f(x-))
+    # | real_energy_lower (the authors' CIFAR-10 code: mean f(x+) > mean f(x-), the usual state)
+    gamma_raise_when: str = "real_energy_higher"
+    input_dropout: float = 0.0  # autoencoder/joint energies: dropout on the encoder's input in training
     alpha: float = 0.0  # SteinCD-GAN(alpha): probability of a SteinCD step
     # SteinCD-GAN: "shared" = one Adam state for theta; "own" = SteinCD steps keep their own Adam
     # state, so their update is not shrunk by the far larger SteinGAN gradients
@@ -113,6 +117,7 @@ class Config:
             "steincd_optimizer": ("shared", "own"),
             "feature_repulsion": ("exact", "nearest"),
             "feature_codes": ("eval", "batch"),
+            "gamma_raise_when": ("real_energy_higher", "real_energy_lower"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -135,6 +140,8 @@ class Config:
             raise bad("alpha", "must be in [0, 1]")
         if not 0.0 <= self.gamma < 1.0:
             raise bad("gamma", "must be in [0, 1)")
+        if not 0.0 <= self.input_dropout < 1.0:
+            raise bad("input_dropout", "must be in [0, 1)")
         if self.gamma_adaptive is not None and not self.gamma <= self.gamma_adaptive < 1.0:
             raise bad("gamma_adaptive", "must be null or in [gamma, 1)")
         if not (self.gen_lr > 0 and math.isfinite(self.gen_lr)):
@@ -169,8 +176,8 @@ class Config:
                 raise bad(key, "must be a finite number >= 0")
         if self.batch_size < 2 and self.method != "cd":
             raise bad("batch_size", "SVGD needs at least 2 particles per batch")
-        if self.n_hidden > 24:
-            raise bad("n_hidden", "the exact log-likelihood enumerates 2^n_hidden states: use <= 24")
+        if self.n_hidden > 4096:
+            raise bad("n_hidden", "must be <= 4096 (beyond 24 the log-likelihood is estimated by AIS)")
         if self.bandwidth != "median":
             if (
                 isinstance(self.bandwidth, bool)

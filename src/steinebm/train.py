@@ -22,6 +22,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
+from .ais import ais_log_partition
 from .config import GENERATOR_METHODS, Config, from_dict
 from .data import Dataset, load_dataset
 from .distributed import SINGLE, Ranks, from_env
@@ -40,7 +41,7 @@ from .image_nets import (
 from .kernels import IMQ, RBF, ConstantKernel, FeatureKernel, Kernel
 from .learners import CD, HyvarinenScoreMatching, Learner, SteinCD, SteinScoreMatching, SymmetricSteinCD
 from .learners.steingan import AmortizedSVGD, DCGANLoss, SteinGAN
-from .metrics import average_log_likelihood
+from .metrics import EXACT_MAX_HIDDEN, average_log_likelihood
 
 __all__ = [
     "train",
@@ -156,8 +157,10 @@ def build_model(
     side, channels = _image_net_size(shape, f"the {cfg.model} energy")
     width = cfg.width or None
     if cfg.model == "joint":
-        return JointAutoencoderEnergy.dcgan(side, channels, 10, cfg.margin, cfg.code_dim, width, generator)
-    return AutoencoderEnergy.dcgan(side, channels, cfg.code_dim, width, generator)
+        return JointAutoencoderEnergy.dcgan(
+            side, channels, 10, cfg.margin, cfg.code_dim, width, generator, cfg.input_dropout
+        )
+    return AutoencoderEnergy.dcgan(side, channels, cfg.code_dim, width, generator, cfg.input_dropout)
 
 
 def build_generator(
@@ -322,6 +325,7 @@ def build_parts(
         cfg.epsilon,
         build_kernel(cfg),
         cfg.normalize,  # type: ignore[arg-type]
+        cfg.gamma_raise_when,  # type: ignore[arg-type]
     )
 
     optimizers: dict[str, torch.optim.Optimizer] = {"optimizer": opt, "gen_optimizer": opt_g}
@@ -336,9 +340,9 @@ def build_parts(
         g_loss, gstats = sg.generator_loss(labelled(y_gen), x_gen)  # step 3
         _apply(g_loss, opt_g, "generator", ranks)
         steincd = ranks.agree(sg.use_steincd(rng))  # every rank takes rank 0's coin
-        # step 4; the joint energy sees each image with its own label, real then generated
-        energy = labelled(None if y_gen is None else torch.cat([need_labels(y_pos), y_gen]))
-        e_loss, stats = sg.energy_loss(energy, x_pos, x_gen, steincd)
+        # step 4; the joint energy sees each image with its own label
+        energy_pos = labelled(None if y_gen is None else need_labels(y_pos))
+        e_loss, stats = sg.energy_loss(energy_pos, x_pos, x_gen, steincd, labelled(y_gen))
         _apply(e_loss, opt_cd if steincd else opt, "energy", ranks)
         return e_loss, {**stats, **gstats, "g_loss": float(g_loss.detach())}
 
@@ -575,7 +579,14 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
         rec: dict[str, Any] = {"step": step, "epoch": epoch}
         if not ranks.is_main:
             return rec
-        if hasattr(model, "log_partition"):
+        if isinstance(model, GaussianBernoulliRBM) and model.n_hidden > EXACT_MAX_HIDDEN:
+            # too many hidden units to enumerate: one AIS log Z (seeded by the step) for both splits
+            est = ais_log_partition(model, n_chains=100, n_betas=2_000, generator=torch.Generator().manual_seed(step))
+            with torch.no_grad():
+                rec["test_ll"] = float(model(x_test).double().mean()) - est.log_z
+                rec["val_ll"] = float(model(x_val).double().mean()) - est.log_z
+            rec["ll_stderr"], rec["ll_method"] = est.stderr, "ais"
+        elif hasattr(model, "log_partition"):
             rec["test_ll"] = average_log_likelihood(model, x_test)
             rec["val_ll"] = average_log_likelihood(model, x_val)
         rec["time"] = time.time() - t0
@@ -604,6 +615,10 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             x_pos, y_pos = ranks.local_slice(x_train[idx]), ranks.local_slice(y_train[idx])
             failed_step = step + 1
+            if cfg.input_dropout > 0:
+                # torch's own generator feeds the energy's input dropout: seeded per step and rank,
+                # so a resumed run draws the same masks
+                torch.manual_seed(rank_seed(step) + 1)
             loss, stats = parts.step(x_pos, rng, y_pos)
             step += 1
             if not _all_finite(parts.modules):

@@ -70,6 +70,7 @@ class JointAutoencoderEnergy(nn.Module):
         code_dim: int | None = None,
         image_shape: tuple[int, ...] | None = None,
         generator: torch.Generator | None = None,
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if n_classes < 2:
@@ -81,7 +82,7 @@ class JointAutoencoderEnergy(nn.Module):
         if p is None:
             raise ValueError("code_dim is needed when the encoder has no code_dim attribute")
         self.n_classes, self.margin, self.code_dim = n_classes, margin, int(p)
-        self.autoencoder = AutoencoderEnergy(encoder, decoder, image_shape)
+        self.autoencoder = AutoencoderEnergy(encoder, decoder, image_shape, input_dropout)
         with _seeded(generator):
             self.head = nn.Linear(self.code_dim, n_classes)  # m n_classes
             init_normal_002(self.head)
@@ -96,12 +97,13 @@ class JointAutoencoderEnergy(nn.Module):
         code_dim: int = 100,
         width: int | None = None,
         generator: torch.Generator | None = None,
+        input_dropout: float = 0.0,
     ) -> JointAutoencoderEnergy:
         """The DCGAN encoder/decoder of :meth:`AutoencoderEnergy.dcgan` plus the linear head
         (widths default to :data:`~steinebm.energies.autoencoder.DEFAULT_WIDTH`)."""
         w = DEFAULT_WIDTH.get(image_size, 128) if width is None else width
         ae = AutoencoderEnergy.dcgan(image_size, channels, code_dim, w, generator)
-        return cls(ae.encoder, ae.decoder, n_classes, margin, code_dim, ae.image_shape, generator)
+        return cls(ae.encoder, ae.decoder, n_classes, margin, code_dim, ae.image_shape, generator, input_dropout)
 
     @property
     def encoder(self) -> nn.Module:
@@ -118,7 +120,7 @@ class JointAutoencoderEnergy(nn.Module):
     def _parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(||x - D(E(x))|| (m,), logits h(E(x)) (m, n_classes)) from one pass of the encoder."""
         xi = self.autoencoder._images(x)
-        z = self.encoder(xi)
+        z = self.encoder(self.autoencoder.corrupt(xi))
         rec = reconstruction_norm(xi, self.decoder(z).reshape(xi.shape))
         return rec, self.head(z.reshape(x.shape[0], -1))
 

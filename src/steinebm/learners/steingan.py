@@ -40,9 +40,17 @@ class SteinGAN:
     One iteration: draw x- = G(xi); update G by :class:`AmortizedSVGD`; update theta by
     ``theta <- theta + mu/m sum_i (grad f(x+_i) - (1 - gamma) grad f(x-_i))`` (Eq. 23 with the
     discount of Section 5.2). With ``gamma_adaptive`` set, gamma is raised to that value for
-    the steps where the real batch's energy exceeds the generated batch's (mean f(x+) < mean
-    f(x-)). With probability ``alpha`` a step's negatives are SteinCD's ``x+ + eps phi(x+)``
-    instead (no discount then), so alpha = 1 is SteinCD and alpha = 0 SteinGAN.
+    the steps where ``gamma_raise_when`` holds:
+
+    - ``"real_energy_higher"`` (default, the paper's text): the real batch's energy exceeds the
+      generated batch's, mean f(x+) < mean f(x-);
+    - ``"real_energy_lower"`` (the authors' CIFAR-10 code, whose weight on the generated batch
+      is 0.1 while the real data's reconstruction error is the lower and 0.3 otherwise): mean
+      f(x+) > mean f(x-), which is the usual state, so gamma_adaptive is in force most of the
+      time and the push on generated images is strongest when they outscore the real ones.
+
+    With probability ``alpha`` a step's negatives are SteinCD's ``x+ + eps phi(x+)`` instead (no
+    discount then), so alpha = 1 is SteinCD and alpha = 0 SteinGAN.
     """
 
     def __init__(
@@ -54,6 +62,7 @@ class SteinGAN:
         epsilon: float = 1e-2,
         cd_kernel: Kernel | None = None,
         normalize: Normalize = "m",
+        gamma_raise_when: str = "real_energy_higher",
     ) -> None:
         if not 0.0 <= gamma < 1.0:
             raise ValueError(f"gamma must be in [0, 1), got {gamma}")
@@ -63,6 +72,11 @@ class SteinGAN:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         if not epsilon > 0:
             raise ValueError(f"epsilon must be positive, got {epsilon}")
+        if gamma_raise_when not in ("real_energy_higher", "real_energy_lower"):
+            raise ValueError(
+                f"gamma_raise_when must be 'real_energy_higher' or 'real_energy_lower', got {gamma_raise_when!r}"
+            )
+        self.gamma_raise_when = gamma_raise_when
         self.generator_update = AmortizedSVGD(kernel, normalize)
         self.gamma, self.gamma_adaptive, self.alpha, self.epsilon = gamma, gamma_adaptive, alpha, epsilon
         self.steincd = SteinCD(epsilon, cd_kernel, normalize)  # the negatives of a SteinCD step
@@ -81,20 +95,31 @@ class SteinGAN:
         return bool(torch.rand((), generator=generator, device=device) < self.alpha)
 
     def energy_loss(
-        self, energy: nn.Module, x_pos: Tensor, x_gen: Tensor, steincd: bool
+        self, energy: nn.Module, x_pos: Tensor, x_gen: Tensor, steincd: bool, energy_gen: nn.Module | None = None
     ) -> tuple[Tensor, dict[str, float]]:
-        """Surrogate whose theta-gradient is minus the energy update above."""
-        m = x_pos.shape[0]
+        """Surrogate whose theta-gradient is minus the energy update above.
+
+        ``energy`` scores the real batch (and SteinCD's negatives, made from it); ``energy_gen``
+        (default ``energy``) the generated batch, e.g. the joint energy given the generated
+        labels. The two batches go through the energy in separate passes: an energy with
+        BatchNorm then normalises the generated batch by its own statistics, exactly as when
+        the generator's phi is computed on it, instead of by statistics pooled with the real
+        batch (which let the energy tell the batches apart by their statistics alone).
+        """
         if steincd:
             x_neg = (x_pos + self.epsilon * self.steincd.phi(energy, x_pos)).detach()
+            f_neg = energy(x_neg).mean()
         else:
             x_neg = x_gen.detach().reshape(x_pos.shape)
-        f = energy(torch.cat([x_pos, x_neg]))
-        f_pos, f_neg = f[:m].mean(), f[m:].mean()
+            f_neg = (energy if energy_gen is None else energy_gen)(x_neg).mean()
+        f_pos = energy(x_pos).mean()
         gamma = 0.0
         if not steincd:
             gamma = self.gamma
-            if self.gamma_adaptive is not None and bool(f_pos < f_neg):  # real energy above generated
+            real_energy_higher = bool(f_pos < f_neg)
+            if self.gamma_adaptive is not None and real_energy_higher == (
+                self.gamma_raise_when == "real_energy_higher"
+            ):
                 gamma = self.gamma_adaptive
         loss = (1.0 - gamma) * f_neg - f_pos
         stats = {
