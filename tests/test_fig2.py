@@ -60,12 +60,13 @@ def test_fig2_toy_scale(tmp_path, monkeypatch):
     for r in summary["rows"].values():
         assert 1.0 <= r["is_mean"] <= 10.0 and 0.0 <= r["accuracy"] <= 1.0 and r["n_images"] == 40
         assert r["fid_images"] == 12 and r["fid"] > 0
-    # wiring: the first 12 of the scored real images against all 20 real test images
+    # wiring: the first 12 real images in scoring order against all 20 real test images
     from steinebm.fid import fid, load_fid_network
 
-    real_idx = torch.randperm(40, generator=torch.Generator().manual_seed(0))[:12]
+    real_idx = torch.randperm(40, generator=torch.Generator().manual_seed(0))  # fig2's pick of real images
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(0))  # then the scoring order
     real_fid = summary["rows"]["real training set"]["fid"]
-    assert real_fid == fid(data.train.x[real_idx], data.test.x, load_fid_network(weights))
+    assert real_fid == fid(data.train.x[real_idx][order][:12], data.test.x, load_fid_network(weights))
     md = (out / "fig2.md").read_text()
     assert "FID against the 20 real test images" in md and f"{real_fid:.1f} (12)" in md
     assert "61.09 %" in md and "6.58" in md  # the paper's numbers beside ours
@@ -91,3 +92,43 @@ def test_fig2_fid_column_says_why_it_is_empty(tmp_path, monkeypatch):
     note, net, _ = reproduce_images._fid_setup(False, None, tmp_path, torch.rand(4, 3072), "cpu", lambda s: None)
     assert net is None and "--no-fid" in note
     assert reproduce_images._fid_cell({"fid": None}) == "—"
+
+
+def test_fig2_scores_class_ordered_samples_in_a_shuffled_order(tmp_path, monkeypatch):
+    """Generated sets arrive ordered by class; an inception score over contiguous chunks of such a
+    set would see one class per chunk (a score near 1 for a perfect generator)."""
+    from steinebm import inception
+
+    data = _tiny()
+    monkeypatch.setattr(reproduce, "load_config_dataset", lambda cfg: data)
+    monkeypatch.setattr(reproduce_images, "load_config_dataset", lambda cfg: data)
+    monkeypatch.setitem(
+        reproduce_images.FIG2_SCALES,
+        "toy",
+        dict(
+            train=dict(epochs=1, batch_size=8, width=8, gen_width=8, disc_width=8, code_dim=8),
+            images=40,
+            duplicates=4,
+            transfer=dict(epochs=1, batch_size=20, lr=0.05, blocks=1),
+            fid_images=12,
+        ),
+    )
+
+    def ordered(run_dir, n, seed=0, device="cpu"):  # the label written into the first pixel
+        y = torch.arange(10).repeat_interleave(n // 10)
+        x = torch.rand(n, 3072)
+        x[:, 0] = y / 10
+        return x, y
+
+    chunks_seen = []
+
+    def spy(x, classifier="mnist", n_splits=10, batch_size=500):
+        labels = (x.reshape(len(x), -1)[:, 0] * 10).round().long()
+        chunks_seen.append([len(set(labels[i * len(x) // 10 : (i + 1) * len(x) // 10].tolist())) for i in range(10)])
+        return 5.0, 0.0
+
+    monkeypatch.setattr(reproduce_images, "labelled_samples", ordered)
+    monkeypatch.setattr(inception, "inception_score", spy)
+    reproduce_images.fig2(out=tmp_path / "fig2", scale="toy", jobs=1, fid=False, log=lambda s: None)
+    generated = chunks_seen[2:]  # after the real and the duplicated sets
+    assert len(generated) == 4 and all(min(c) > 1 for c in generated)

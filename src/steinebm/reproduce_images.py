@@ -172,8 +172,12 @@ def fig2(
         from .inception import inception_score
         from .transfer import train_on_images_accuracy
 
+        # Generated sets come ordered by class; the inception score's 10 chunks and the FID's first
+        # fid_images must each hold every class, so every set is scored in one seeded random order.
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+        x, y = x[order], y[order]
         cache = out / "scores" / f"{_slug(name)}.json"
-        key = {**key, "n": len(x), "scale": scale, "seed": seed, "transfer": sc["transfer"]}
+        key = {**key, "n": len(x), "scale": scale, "seed": seed, "transfer": sc["transfer"], "order": "shuffled"}
         if cache.exists():
             saved = json.loads(cache.read_text())
             if saved.get("key") == key:
