@@ -54,7 +54,7 @@ def test_fig2_toy_scale(tmp_path, monkeypatch):
         "10 duplicated",
         "SteinGAN",
         "SteinGAN without kernel",
-        "SteinGAN, RBF kernel on pixels",
+        "SteinGAN, the text's gamma rule, no dropout",
         "DCGAN",
     ]
     for r in summary["rows"].values():
@@ -71,7 +71,7 @@ def test_fig2_toy_scale(tmp_path, monkeypatch):
     assert "FID against the 20 real test images" in md and f"{real_fid:.1f} (12)" in md
     assert "61.09 %" in md and "6.58" in md  # the paper's numbers beside ours
     assert len(summary["claims"]) == 3
-    for name in ("steingan", "steingan-without-kernel", "steingan-rbf-kernel-on-pixels", "dcgan"):
+    for name in ("steingan", "steingan-without-kernel", "steingan-the-text-s-gamma-rule-no-dropout", "dcgan"):
         assert (out / f"fig2-{name}.png").exists()
     # a second call reuses the runs and the cached scores
     cached = json.loads((out / "scores" / "steingan.json").read_text())
