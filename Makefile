@@ -30,7 +30,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/mypy src
 
+# tests/test_report.py renders the HTML report in headless Chromium and fails (never skips)
+# without it: install Debian's package when it is missing and apt-get can (root), else say so.
 test: $(STAMP) lint
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
+	    echo "make: could not install chromium (needs apt-get as root); tests/test_report.py will fail without it"; }
 	$(PY) -m pytest
 
 bench: $(STAMP)

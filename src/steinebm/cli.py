@@ -1,4 +1,4 @@
-"""The ``steinebm`` command: train | evaluate | sample | reproduce | demo.
+"""The ``steinebm`` command: train | evaluate | sample | reproduce | report | demo.
 
 Errors a user can fix are printed on one line (``steinebm: error: ...``) with exit status 2;
 a diverged run prints where its last good checkpoint is and exits with status 3.
@@ -32,6 +32,10 @@ EXAMPLES = {
   steinebm reproduce fig1d                                          # the same without the kernel
   steinebm reproduce fig2 --data-dir ../shared/data/cifar10         # CIFAR-10, reduced scale (CPU)
   steinebm reproduce fig2 --scale full --device cuda                # the paper's scale (GPU)""",
+    "report": """examples:
+  steinebm report runs/fig1b --out fig1b.html         # a reproduction: its table, figures and runs
+  steinebm report runs/a runs/b --out ab.html         # two runs side by side, with their settings' differences
+  steinebm report runs/fig1a --samples 0              # only the pictures already in the folders (fastest)""",
     "demo": """examples:
   steinebm demo                                 # embedded MNIST subset, under a minute on 2 cores""",
 }
@@ -138,6 +142,24 @@ def _parser() -> argparse.ArgumentParser:
         default="shared",
         help="fig1b: SteinCD steps of the mix share theta's Adam state (the default) or keep their own",
     )
+
+    rp = add(
+        "report",
+        "Write one self-contained HTML page on runs or reproductions: status, curves, samples, configs and "
+        "the paper-against-measured tables.",
+    )
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run folder, or a folder of runs (a reproduction)")
+    rp.add_argument("--out", default="report.html", help="the HTML file to write (default report.html)")
+    rp.add_argument(
+        "--samples",
+        type=int,
+        default=64,
+        help="images freshly drawn from each run's checkpoint (default 64; 0 = only the PNGs already in the folders)",
+    )
+    rp.add_argument(
+        "--gibbs-steps", type=int, default=100, help="Gibbs steps per chain for an RBM's fresh samples (default 100)"
+    )
+    rp.add_argument("--seed", type=int, default=0, help="seed of the fresh samples")
 
     d = add("demo", "Figure 1(a) in miniature on the embedded MNIST subset.")
     d.add_argument("--out", default="runs/demo")
@@ -305,6 +327,13 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(a: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(write_report(a.run_dirs, a.out, samples=a.samples, gibbs_steps=a.gibbs_steps, seed=a.seed))
+    return 0
+
+
 def _cmd_demo(a: argparse.Namespace) -> int:
     from .reproduce import demo
 
@@ -329,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate": _cmd_evaluate,
         "sample": _cmd_sample,
         "reproduce": _cmd_reproduce,
+        "report": _cmd_report,
         "demo": _cmd_demo,
     }[args.command]
     try:

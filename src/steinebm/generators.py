@@ -41,6 +41,7 @@ def init_normal_002(module: nn.Module) -> None:
 
 
 def count_parameters(module: nn.Module) -> int:
+    """The number of parameter values of ``module`` (trainable or not), as Table 1 counts them."""
     return sum(p.numel() for p in module.parameters())
 
 

@@ -33,6 +33,9 @@ def image_grid(images: Tensor, image_shape: Sequence[int], nrow: int | None = No
 def save_image_grid(
     images: Tensor, path: str | Path, image_shape: Sequence[int], nrow: int | None = None, scale: int = 2
 ) -> Path:
+    """Save ``images`` ((n, ...) in [0, 1], each reshaped to ``image_shape``, (C, H, W)) as one PNG
+    grid of ``nrow`` rows (about square by default), each pixel enlarged ``scale`` times; returns
+    the path. The values are rounded to 8-bit levels."""
     from PIL import Image
 
     arr = image_grid(images, image_shape, nrow)
