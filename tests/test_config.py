@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from steinebm.config import Config, load_config
@@ -46,3 +48,180 @@ def test_range_checks(override, needle):
 def test_defaults_are_the_authors():
     c = Config().validate()
     assert (c.n_hidden, c.batch_size, c.epochs, c.lr, c.beta1) == (10, 100, 20, 3e-4, 0.5)
+
+
+NAN, INF = float("nan"), float("inf")
+
+# (key, a bad value, words the message must hold, other keys the case needs). Every field has at
+# least one row (test_every_field_has_a_bad_value checks that against the dataclass).
+BAD: list[tuple[str, object, str, dict]] = [
+    ("method", "svgd", "choose one of", {}),
+    ("method", None, "a string", {}),
+    ("dataset", "imagenet", "choose one of", {}),
+    ("image_size", 48, "32 or 64", {}),
+    ("image_size", 32.0, "an integer", {}),
+    ("max_images", -1, ">= 0", {}),
+    ("data_dir", 3, "a path or null", {}),
+    ("data_dir", "a\0b", "NUL", {}),
+    ("out_dir", "  ", "a folder", {}),
+    ("out_dir", None, "a string", {}),
+    ("seed", -1, "[0, 2**32)", {}),
+    ("seed", 2**32, "[0, 2**32)", {}),
+    ("seed", True, "an integer", {}),
+    ("model", "mlp", "choose one of", {}),
+    ("n_hidden", 0, ">= 1", {}),
+    ("n_hidden", 5000, "AIS", {}),
+    ("n_hidden", "10", "an integer", {}),
+    ("code_dim", 0, ">= 1", {}),
+    ("margin", NAN, "finite", {}),
+    ("margin", INF, "finite", {}),
+    ("margin", "1", "a number", {}),
+    ("conditional", 1, "true or false", {}),
+    ("conditional", True, "DCGAN", {}),
+    ("width", -1, ">= 0", {}),
+    ("gen_width", -8, ">= 0", {}),
+    ("disc_width", 2.5, "an integer", {}),
+    ("epochs", 0, ">= 1", {}),
+    ("epochs", INF, "an integer", {}),
+    ("batch_size", 0, ">= 1", {}),
+    ("batch_size", 1, "2 particles", {}),
+    ("lr", 0.0, "> 0", {}),
+    ("lr", -1e-3, "> 0", {}),
+    ("lr", NAN, "finite", {}),
+    ("lr", INF, "finite", {}),
+    ("lr", None, "a number", {}),
+    ("lr", False, "a number", {}),
+    ("beta1", 1.0, "[0, 1)", {}),
+    ("beta1", NAN, "[0, 1)", {}),
+    ("beta2", -0.1, "[0, 1)", {}),
+    ("weight_decay", -1e-4, ">= 0", {}),
+    ("weight_decay", INF, "finite", {}),
+    ("cd_k", 0, ">= 1", {}),
+    ("langevin_step", 0.0, "> 0", {}),
+    ("langevin_noise", -1.0, ">= 0", {}),
+    ("langevin_noise", NAN, ">= 0", {}),
+    ("epsilon", 0.0, "> 0", {}),
+    ("epsilon", NAN, "> 0", {}),
+    ("kernel", "laplace", "choose one of", {}),
+    ("bandwidth", -1.0, "'median' or a finite number > 0", {}),
+    ("bandwidth", NAN, "'median' or a finite number > 0", {}),
+    ("bandwidth", "auto", "'median' or a finite number > 0", {}),
+    ("bandwidth", True, "'median' or a finite number > 0", {}),
+    ("median_over", "some", "choose one of", {}),
+    ("log_term", "m+2", "choose one of", {}),
+    ("normalize", "n", "choose one of", {}),
+    ("sm_probes", -1, ">= 0", {}),
+    ("noise_dim", 0, ">= 1", {}),
+    ("gen_lr", 0.0, "> 0", {}),
+    ("gen_lr", INF, "finite", {}),
+    ("gen_beta1", 1.5, "[0, 1)", {}),
+    ("gen_weight_decay", -1.0, ">= 0", {}),
+    ("gen_kernel", "laplace", "choose one of", {}),
+    ("gen_kernel", "feature", "encoder", {}),  # the RBM has no encoder
+    ("feature_repulsion", "approx", "choose one of", {}),
+    ("feature_codes", "train", "choose one of", {}),
+    ("gamma", 1.0, "[0, 1)", {}),
+    ("gamma", -0.1, "[0, 1)", {}),
+    ("gamma", NAN, "[0, 1)", {}),
+    ("gamma_adaptive", 1.0, "[gamma, 1)", {}),
+    ("gamma_adaptive", 0.3, "[gamma, 1)", {"gamma": 0.5}),
+    ("gamma_adaptive", NAN, "[gamma, 1)", {}),
+    ("gamma_adaptive", "high", "a number or null", {}),
+    ("gamma_raise_when", "always", "choose one of", {}),
+    ("input_dropout", 1.0, "[0, 1)", {}),
+    ("alpha", 1.5, "[0, 1]", {}),
+    ("alpha", -0.1, "[0, 1]", {}),
+    ("alpha", NAN, "[0, 1]", {}),
+    ("steincd_optimizer", "mine", "choose one of", {}),
+    ("energy_from", None, "energy model", {"method": "amortized-svgd"}),
+    ("energy_from", 5, "a path or null", {}),
+    ("n_train", -1, ">= 0", {}),
+    ("eval_every", -1, ">= 0", {}),
+    ("checkpoint_every", -5, ">= 0", {}),
+    ("checkpoint_every", 0.5, "an integer", {}),
+    ("log_every", 0, ">= 1", {}),
+    ("max_steps", -1, ">= 0", {}),
+    ("threads", -2, ">= 0", {}),
+    ("device", "tpu", "cuda:N", {}),
+    ("device", "cuda:x", "cuda:N", {}),
+    ("amp", "yes", "true or false", {}),
+    ("progress", None, "true or false", {}),
+    ("on_divergence", "retry", "choose one of", {}),
+    ("rollback_lr_factor", 1.0, "(0, 1)", {}),
+    ("rollback_lr_factor", 0.0, "(0, 1)", {}),
+    ("rollback_lr_factor", NAN, "(0, 1)", {}),
+    ("max_rollbacks", 0, ">= 1", {}),
+    ("max_rollbacks", 2.0, "an integer", {}),
+    ("tensorboard", "true", "true or false", {}),
+    ("tensorboard", 1, "true or false", {}),
+    ("extra", [1, 2], "a mapping", {}),
+    ("extra", {1: "a"}, "string keys", {}),
+]
+
+
+def test_every_field_has_a_bad_value():
+    fields = {f.name for f in dataclasses.fields(Config)}
+    assert fields - {row[0] for row in BAD} == set()
+
+
+@pytest.mark.parametrize("key, value, needle, context", BAD, ids=[f"{r[0]}={r[1]!r}" for r in BAD])
+def test_bad_value_is_a_one_line_error_naming_the_key(key, value, needle, context):
+    cfg = Config(**context)
+    setattr(cfg, key, value)  # as a config built in Python: from_dict's type checks are bypassed
+    with pytest.raises(ConfigError) as exc:
+        cfg.validate()
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith(f"config value {key}=")
+    assert needle in msg
+
+
+# the same through the command line's key=value path (YAML values)
+OVERRIDES = [
+    ("seed=-1", "seed"),
+    ("lr=.nan", "lr"),
+    ("lr=abc", "lr"),
+    ("epochs=1e3", "epochs"),
+    ("epochs=true", "epochs"),
+    ("beta2=1", "beta2"),
+    ("progress=1", "progress"),
+    ("tensorboard=yes please", "tensorboard"),
+    ("on_divergence=rollback", None),
+    ("on_divergence=undo", "on_divergence"),
+    ("rollback_lr_factor=2", "rollback_lr_factor"),
+    ("max_rollbacks=-1", "max_rollbacks"),
+    ("extra=[1]", "extra"),
+    ("gamma_adaptive=null", None),
+    ("data_dir=null", None),
+    ("device=cuda:1", None),
+    ("max_rolbacks=2", "did you mean 'max_rollbacks'"),
+]
+
+
+@pytest.mark.parametrize("override, key", OVERRIDES)
+def test_overrides_are_checked_on_one_line(override, key):
+    if key is None:
+        load_config(None, [override])
+        return
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, [override])
+    assert key in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"alpha": 0.0},
+        {"alpha": 1.0},
+        {"gamma": 0.0, "gamma_adaptive": 0.0},
+        {"beta1": 0.0},
+        {"rollback_lr_factor": 0.999, "max_rollbacks": 1, "on_divergence": "rollback"},
+        {"seed": 2**32 - 1},
+        {"lr": 1},  # an int where a float belongs is a number
+        {"bandwidth": 2},
+        {"tensorboard": True},
+        {"extra": {"note": [1, 2]}},
+        {"device": "cuda:0"},
+    ],
+)
+def test_edge_values_are_accepted(values):
+    Config(**values).validate()

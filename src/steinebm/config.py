@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,22 @@ class Config:
     device: str = "cpu"
     amp: bool = False  # networks' forward passes in bfloat16 autocast; SVGD and kernel arithmetic stay float32
     progress: bool = True
+    # a non-finite loss or parameter: stop (keep the last good checkpoint) | rollback (reload it,
+    # multiply every learning rate by rollback_lr_factor and go on, at most max_rollbacks times a run)
+    on_divergence: str = "stop"
+    rollback_lr_factor: float = 0.5
+    max_rollbacks: int = 3
+    tensorboard: bool = False  # rank 0 also writes every logged scalar to out_dir/tensorboard
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
 
     def validate(self) -> Config:
+        """Check every field's type, then its range; the first bad one raises a one-line
+        :class:`ConfigError`. Configs built in Python skip :func:`from_dict`'s type checks, so the
+        types are checked here again: a string or a bool where a number belongs would otherwise
+        fail deep inside training, or (a bool is an int) silently train something else."""
+        for key in _FIELDS:
+            _check_type(key, getattr(self, key))
+
         def bad(key: str, allowed: str) -> ConfigError:
             return ConfigError(f"config value {key}={getattr(self, key)!r} is invalid: {allowed}")
 
@@ -118,46 +132,53 @@ class Config:
             "feature_repulsion": ("exact", "nearest"),
             "feature_codes": ("eval", "batch"),
             "gamma_raise_when": ("real_energy_higher", "real_energy_lower"),
+            "on_divergence": ("stop", "rollback"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise bad(key, "choose one of " + ", ".join(allowed))
-        positive_ints = ("n_hidden", "epochs", "batch_size", "cd_k", "log_every")
-        for key in positive_ints:
+        for key in ("n_hidden", "epochs", "batch_size", "cd_k", "log_every", "code_dim", "noise_dim"):
             if getattr(self, key) < 1:
                 raise bad(key, "must be an integer >= 1")
-        for key in ("n_train", "eval_every", "checkpoint_every", "max_steps", "threads", "sm_probes", "seed"):
+        for key in ("n_train", "eval_every", "checkpoint_every", "max_steps", "threads", "sm_probes"):
             if getattr(self, key) < 0:
                 raise bad(key, "must be an integer >= 0")
-        for key in ("lr", "langevin_step", "epsilon"):
+        if not 0 <= self.seed < 2**32:  # torch seeds are 64-bit; the loop derives larger seeds from it
+            raise bad("seed", "must be an integer in [0, 2**32)")
+        for key in ("width", "gen_width", "disc_width"):
+            if getattr(self, key) < 0:
+                raise bad(key, "must be an integer >= 0 (0 = the default width)")
+        if self.max_images < 0:
+            raise bad("max_images", "must be an integer >= 0 (0 = all)")
+        if self.max_rollbacks < 1:
+            raise bad("max_rollbacks", "must be an integer >= 1 (on_divergence=stop never rolls back)")
+        # comparisons are written so that NaN fails them
+        for key in ("lr", "gen_lr", "langevin_step", "epsilon"):
             v = getattr(self, key)
             if not (v > 0 and math.isfinite(v)):
                 raise bad(key, "must be a finite number > 0")
-        for key in ("beta1", "beta2"):
+        for key in ("weight_decay", "langevin_noise", "gen_weight_decay"):
+            v = getattr(self, key)
+            if not (v >= 0 and math.isfinite(v)):
+                raise bad(key, "must be a finite number >= 0")
+        for key in ("beta1", "beta2", "gen_beta1", "gamma", "input_dropout"):
             if not 0 <= getattr(self, key) < 1:
                 raise bad(key, "must be in [0, 1)")
         if not 0.0 <= self.alpha <= 1.0:
             raise bad("alpha", "must be in [0, 1]")
-        if not 0.0 <= self.gamma < 1.0:
-            raise bad("gamma", "must be in [0, 1)")
-        if not 0.0 <= self.input_dropout < 1.0:
-            raise bad("input_dropout", "must be in [0, 1)")
+        if not 0.0 < self.rollback_lr_factor < 1.0:
+            raise bad("rollback_lr_factor", "must be in (0, 1): a rollback lowers the learning rate")
         if self.gamma_adaptive is not None and not self.gamma <= self.gamma_adaptive < 1.0:
             raise bad("gamma_adaptive", "must be null or in [gamma, 1)")
-        if not (self.gen_lr > 0 and math.isfinite(self.gen_lr)):
-            raise bad("gen_lr", "must be a finite number > 0")
-        if not 0 <= self.gen_beta1 < 1:
-            raise bad("gen_beta1", "must be in [0, 1)")
-        if self.noise_dim < 1:
-            raise bad("noise_dim", "must be an integer >= 1")
-        for key in ("code_dim",):
-            if getattr(self, key) < 1:
-                raise bad(key, "must be an integer >= 1")
-        for key in ("width", "gen_width", "disc_width"):
-            if getattr(self, key) < 0:
-                raise bad(key, "must be an integer >= 0 (0 = the default width)")
         if not math.isfinite(self.margin):
             raise bad("margin", "must be a finite number")
+        if self.bandwidth != "median":
+            if (
+                isinstance(self.bandwidth, bool)
+                or not isinstance(self.bandwidth, (int, float))
+                or not (self.bandwidth > 0 and math.isfinite(self.bandwidth))
+            ):
+                raise bad("bandwidth", "'median' or a finite number > 0")
         if self.gen_kernel == "feature" and self.model == "rbm":
             raise bad("gen_kernel", "the feature kernel needs an energy with an encoder: model=autoencoder or joint")
         if self.conditional and self.method != "dcgan":
@@ -166,29 +187,19 @@ class Config:
             raise bad("model", "the joint image-label energy is trained by SteinGAN (method=steingan, alpha=0)")
         if self.image_size not in (32, 64):
             raise bad("image_size", "the DCGAN networks take 32 or 64 px images")
-        if self.max_images < 0:
-            raise bad("max_images", "must be an integer >= 0 (0 = all)")
         if self.method == "amortized-svgd" and not self.energy_from:
             raise bad("energy_from", "method=amortized-svgd needs the run folder of a trained energy model")
-        for key in ("weight_decay", "langevin_noise", "gen_weight_decay"):
-            v = getattr(self, key)
-            if not (v >= 0 and math.isfinite(v)):
-                raise bad(key, "must be a finite number >= 0")
         if self.batch_size < 2 and self.method != "cd":
             raise bad("batch_size", "SVGD needs at least 2 particles per batch")
         if self.n_hidden > 4096:
             raise bad("n_hidden", "must be <= 4096 (beyond 24 the log-likelihood is estimated by AIS)")
-        if self.bandwidth != "median":
-            if (
-                isinstance(self.bandwidth, bool)
-                or not isinstance(self.bandwidth, (int, float))
-                or not (self.bandwidth > 0 and math.isfinite(self.bandwidth))
-            ):
-                raise bad("bandwidth", "'median' or a finite number > 0")
-        if not (self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"):
+        if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", self.device):
             raise bad("device", "cpu, cuda, cuda:N or mps")
-        if not self.out_dir.strip():
+        if not self.out_dir.strip() or "\0" in self.out_dir:
             raise bad("out_dir", "a folder for the run")
+        for key in ("data_dir", "energy_from"):
+            if "\0" in (getattr(self, key) or ""):
+                raise bad(key, "a folder path without NUL characters")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,40 +209,56 @@ class Config:
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 
+# what each declared field type accepts, as the error message says it
+_WANTED = {
+    "int": "an integer",
+    "float": "a number",
+    "float | None": "a number or null",
+    "str": "a string",
+    "str | None": "a path or null",
+    "bool": "true or false",
+    "dict[str, Any]": "a mapping with string keys",
+}
+
+
+def _type_ok(declared: str, value: Any) -> bool:
+    """Whether ``value`` fits a field declared as ``declared``; a bool is no number here, though
+    Python counts it as an int. Undeclared types (bandwidth's Any) are left to validate()."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if declared == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if declared == "float":
+        return number
+    if declared == "float | None":
+        return value is None or number
+    if declared == "str":
+        return isinstance(value, str)
+    if declared == "str | None":
+        return value is None or isinstance(value, str)
+    if declared == "bool":
+        return isinstance(value, bool)
+    if declared == "dict[str, Any]":
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    return True
+
+
+def _check_type(key: str, value: Any) -> None:
+    declared = str(_FIELDS[key].type)
+    if not _type_ok(declared, value):
+        raise ConfigError(f"config value {key}={value!r} is invalid: must be {_WANTED[declared]}")
+
+
 def _coerce(key: str, value: Any) -> Any:
     """Check value against the declared type of field ``key`` (ints pass as floats)."""
-    t = _FIELDS[key].type
-
-    def fail(what: str) -> ConfigError:
-        return ConfigError(f"config value {key}={value!r} is invalid: must be {what}")
-
-    if t in ("float", "float | None") and isinstance(value, str):
+    declared = _FIELDS[key].type
+    if declared in ("float", "float | None") and isinstance(value, str):
         try:  # YAML 1.1 reads 3e-4 (no dot) as a string
             value = float(value)
         except ValueError:
-            raise fail("a number") from None
-    if t == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise fail("an integer")
-    elif t == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise fail("a number")
+            raise ConfigError(f"config value {key}={value!r} is invalid: must be {_WANTED[declared]}") from None
+    _check_type(key, value)
+    if declared in ("float", "float | None") and value is not None:
         value = float(value)
-    elif t == "float | None":
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise fail("a number or null")
-        value = None if value is None else float(value)
-    elif t == "str":
-        if not isinstance(value, str):
-            raise fail("a string")
-    elif t == "bool":
-        if not isinstance(value, bool):
-            raise fail("true or false")
-    elif t == "str | None":
-        if value is not None and not isinstance(value, str):
-            raise fail("a path")
-    elif key == "extra" and not isinstance(value, dict):
-        raise fail("a mapping")
     return value
 
 

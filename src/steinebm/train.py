@@ -1,22 +1,32 @@
 """The training loop: data order, optimizer steps, evaluation, checkpoints, logs, resume.
 
 The maths lives in the learners; this file only moves batches and state around.
-A run folder holds ``config.yaml``, ``metrics.jsonl`` (one JSON object per line) and
-``checkpoint.pt`` (one dict: modules, optimizers, counters, RNG state and config), replaced
-atomically, so a kill at any moment leaves the last complete checkpoint readable.
+A run folder holds ``config.yaml``, ``metrics.jsonl`` (one JSON object per line),
+``checkpoint.pt`` (one dict: modules, optimizers with their learning rates, counters, RNG state
+and config) and, with ``tensorboard=true``, ``tensorboard/`` (the same scalars as event files).
+Files are replaced atomically (temp file, fsync, rename, fsync of the folder), so a kill at any
+moment leaves the last complete checkpoint readable and a resumed run ends bit-identical (on the
+CPU) to one never interrupted. Before the first step the folder is checked for writability and
+for room for two checkpoints, so a full disk is reported at the start, not hours in.
+
+A non-finite loss or parameter stops the run at that step (``on_divergence=stop``) or, with
+``on_divergence=rollback``, reloads the last checkpoint, lowers every learning rate by
+``rollback_lr_factor`` and goes on, at most ``max_rollbacks`` times a run.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 import yaml
@@ -58,7 +68,24 @@ __all__ = [
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
 # A resumed run must match the saved one in everything but these.
-RESUMABLE_CHANGES = {"epochs", "progress", "threads", "max_steps", "eval_every", "log_every", "data_dir", "out_dir"}
+RESUMABLE_CHANGES = {
+    "epochs",
+    "progress",
+    "threads",
+    "max_steps",
+    "eval_every",
+    "log_every",
+    "data_dir",
+    "out_dir",
+    "on_divergence",  # a diverged run may be resumed with rollback on
+    "rollback_lr_factor",
+    "max_rollbacks",
+    "tensorboard",
+}
+# the metrics.jsonl key of each optimizer's learning rate in a rollback record
+LR_KEYS = {"optimizer": "lr", "gen_optimizer": "gen_lr", "cd_optimizer": "cd_lr"}
+# files written through _atomic_write; a kill can leave their "<name>XXXXXXXX.tmp" behind
+ATOMIC_FILES = (CHECKPOINT, "config.yaml", "metrics.jsonl")
 
 StepOut = tuple[Tensor, dict[str, float]]
 StepFn = Callable[[Tensor, torch.Generator, "Tensor | None"], StepOut]
@@ -349,24 +376,57 @@ def build_parts(
     return _Parts({"model": model, "generator": G}, optimizers, steingan_step)
 
 
-def _atomic_save(obj: dict[str, Any], path: Path) -> None:
+@functools.cache
+def _file_mode() -> int:
+    """The mode a plain ``open`` would give a new file (mkstemp's 0600 would hide a run from the
+    group that shares it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable: without it a power cut can undo the
+    rename and leave the folder pointing at no checkpoint, or at the old one."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Replace ``path`` whole or not at all: ``write`` fills a temp file beside it, which is
+    fsynced, renamed over ``path``, and the folder fsynced. A kill at any moment leaves the old
+    file or the new one, never a mix (and perhaps a stale temp file, which the next run removes)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-            fd_dir = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd_dir)
-            finally:
-                os.close(fd_dir)
+        _fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _atomic_save(obj: dict[str, Any], path: Path) -> None:
+    _atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """Temp files of writes that a kill interrupted: never read, but each may be as large as a
+    checkpoint, so runs killed again and again would fill the disk with them."""
+    for name in ATOMIC_FILES:
+        for tmp in out.glob(f"{name}*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -415,40 +475,141 @@ def _restore(module: nn.Module, ck: dict[str, Any], key: str, run_dir: str | Pat
     return module.eval()
 
 
-class _Log:
-    """Appends JSON lines; on resume, drops lines written after the checkpoint's step."""
+def _summary_writer_class() -> Any:
+    """torch's SummaryWriter, or a UserError before training when its packages are missing
+    (torch.utils.tensorboard imports without them and fails only later)."""
+    try:
+        import tensorboard  # noqa: F401
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise UserError(
+            f"tensorboard=true needs the tensorboard package ({e}): pip install 'steinebm[tensorboard]', "
+            "or set tensorboard=false"
+        ) from None
+    return SummaryWriter
 
-    def __init__(self, path: Path, keep_until_step: int | None, enabled: bool = True) -> None:
+
+class _Log:
+    """Appends JSON lines and, given a ``tensorboard`` folder, writes each numeric value (but the
+    step) as a TensorBoard scalar at the record's step. On resume and on rollback the records
+    after the checkpoint's step are dropped, in both, since they are about to be redone."""
+
+    def __init__(
+        self, path: Path, keep_until_step: int | None, enabled: bool = True, tensorboard: Path | None = None
+    ) -> None:
         self.path = path
         self.fh: Any = None
+        self.tb: Any = None
+        self.tensorboard = tensorboard
+        self.enabled = enabled
         if not enabled:  # a rank other than 0 writes nothing
             return
-        if keep_until_step is not None and path.exists():
-            kept = [ln for ln, rec in _json_lines(path) if rec["step"] <= keep_until_step]
-            path.write_text("".join(k + "\n" for k in kept))
-        elif keep_until_step is None and path.exists():
-            path.unlink()
-        self.fh = open(path, "a")
+        if keep_until_step is None:
+            path.unlink(missing_ok=True)
+            self._open(0)
+        else:
+            self.truncate(keep_until_step)
+
+    def _open(self, purge_from: int) -> None:
+        self.fh = open(self.path, "a")
+        if self.tensorboard is not None:
+            # TensorBoard hides the events of earlier writers at steps >= purge_step
+            self.tb = _summary_writer_class()(str(self.tensorboard), purge_step=purge_from, flush_secs=30)
+
+    def truncate(self, step: int) -> None:
+        """Keep the records up to ``step``: the metrics file is rewritten atomically, so a kill
+        during the rewrite loses nothing."""
+        if not self.enabled:
+            return
+        self.close()
+        if self.path.exists():
+            kept = "".join(ln + "\n" for ln, rec in _json_lines(self.path) if rec["step"] <= step)
+            _atomic_write(self.path, lambda fh: fh.write(kept.encode()))
+        self._open(step + 1)
 
     def write(self, record: dict[str, Any]) -> None:
         if self.fh is None:
             return
         self.fh.write(json.dumps(record) + "\n")
         self.fh.flush()
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.tb.add_scalar(key, value, global_step=record["step"])
+
+    def flush(self) -> None:
+        if self.tb is not None:
+            self.tb.flush()
 
     def close(self) -> None:
         if self.fh is not None:
             self.fh.close()
+            self.fh = None
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
 
 
 def _check_writable(out: Path) -> None:
+    """Create ``out`` and write, fsync and remove a probe file in it (under a name of its own,
+    so no file already there is touched)."""
     try:
+        existed = out.is_dir()
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"\0" * 65536)
-        probe.unlink()
+        if not existed:
+            _fsync_dir(out.parent)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".steinebm-probe-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            os.unlink(probe)
     except OSError as e:
         raise UserError(f"run folder {out} is not writable ({e.strerror or e}): choose another out_dir") from None
+
+
+def _checkpoint_bytes(parts: _Parts) -> int:
+    """A generous estimate of one checkpoint's size: every module's state, Adam's two moments
+    per trained parameter, 1 KiB of archive headers per tensor and 64 KiB for the RNG state,
+    the config and the rest."""
+    tensors = [t for mod in parts.modules.values() for t in mod.state_dict().values()]
+    size = sum(t.numel() * t.element_size() for t in tensors)
+    n = len(tensors)
+    for opt in parts.optimizers.values():
+        params = [p for group in opt.param_groups for p in group["params"]]
+        size += 2 * sum(p.numel() * p.element_size() for p in params)
+        n += 3 * len(params)  # step, exp_avg, exp_avg_sq
+    return size + 1024 * n + 64 * 1024
+
+
+def _check_free_space(out: Path, checkpoint_bytes: int) -> None:
+    """Room for two checkpoints: the old one stays until its replacement is complete."""
+    need = 2 * checkpoint_bytes
+    try:
+        free = shutil.disk_usage(out).free
+    except OSError as e:
+        raise UserError(f"cannot read the free space of {out} ({e.strerror or e}): choose another out_dir") from None
+    if free < need:
+        raise UserError(
+            f"not enough free space for the run folder {out}: {free / 2**20:.1f} MiB free, {need / 2**20:.1f} MiB "
+            "needed (two checkpoints exist while one is replaced): free some space or choose another out_dir"
+        )
+
+
+def _on_main(ranks: Ranks, check: Callable[[], None]) -> None:
+    """Run ``check`` on rank 0 and raise its UserError on every rank, so that no rank waits
+    forever in a collective for one that has stopped. Also a barrier."""
+    err: str | None = None
+    if ranks.is_main:
+        try:
+            check()
+        except UserError as e:
+            err = str(e)
+    first = ranks.gather_objects(err)[0]
+    if first is not None:
+        raise UserError(str(first))
 
 
 def config_diff(saved: dict[str, Any], cfg: Config) -> list[str]:
@@ -501,9 +662,16 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
         raise UserError(f"nothing to resume in {out} (no {CHECKPOINT}): check out_dir, or train without --resume")
     if ranks.active and cfg.batch_size % ranks.world:
         raise UserError(f"batch_size={cfg.batch_size} does not split over {ranks.world} processes: make it a multiple")
-    if ranks.is_main:
+
+    def check_folder() -> None:
         _check_writable(out)
-    ranks.barrier()  # every rank has seen the folder as it was before rank 0 writes to it
+        if cfg.tensorboard:
+            _summary_writer_class()
+
+    # every rank has seen the folder as it was before rank 0 writes to it
+    _on_main(ranks, check_folder)
+    if ranks.is_main:  # before the free-space check: they may be what fills the disk
+        _remove_stale_temps(out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = _device(device_name)
@@ -519,6 +687,7 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
         raise UserError(f"batch_size={cfg.batch_size} is larger than the {n} training images")
 
     parts = build_parts(cfg, dim, device, ranks, tuple(data.image_shape))
+    _on_main(ranks, lambda: _check_free_space(out, _checkpoint_bytes(parts)))
     G = parts.modules.get("generator")
     if isinstance(G, ConditionalDCGANGenerator) and not (resume and ck_path.exists()):
         # a conditional generator draws labels as often as the training set holds them
@@ -530,36 +699,60 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
         return cfg.seed + 1 + 1_000_003 * ranks.rank + 7_919 * at_step
 
     rng = torch.Generator(device=device).manual_seed(rank_seed(0))  # the learners' random draws
+
+    # the training loss summed since the last log line: saved too, so that a resumed run's next
+    # line averages the same steps as an uninterrupted run's
+    loss_sum, loss_n = 0.0, 0
+
+    def restore(ck: dict[str, Any]) -> int:
+        """Load modules, optimizers (learning rates included), this rank's random stream and loss
+        window from a checkpoint; returns its step."""
+        nonlocal loss_sum, loss_n
+        for name, mod in parts.modules.items():
+            mod.load_state_dict(ck[name])
+        for name, opt in parts.optimizers.items():
+            opt.load_state_dict(ck[name])
+        at = int(ck["step"])
+        saved = ck.get("rng_ranks") or [ck["rng"]]
+        if ranks.rank < len(saved):
+            rng.set_state(saved[ranks.rank])
+        else:  # more processes than when it was saved: a fresh stream for this rank
+            rng.manual_seed(rank_seed(at))
+        windows = ck.get("loss_windows") or []
+        loss_sum, loss_n = (
+            (float(windows[ranks.rank][0]), int(windows[ranks.rank][1])) if ranks.rank < len(windows) else (0.0, 0)
+        )
+        return at
+
     step = 0
+    rollbacks = 0  # of the whole run, resumes included: max_rollbacks bounds them all
     if resume and ck_path.exists():
         ck = load_checkpoint(ck_path)
         diff = config_diff(ck["config"], cfg)
         if diff:
             raise UserError(f"cannot resume {out}: the config differs in {', '.join(diff)}; use the saved config.yaml")
-        for name, mod in parts.modules.items():
-            mod.load_state_dict(ck[name])
-        for name, opt in parts.optimizers.items():
-            opt.load_state_dict(ck[name])
-        step = int(ck["step"])
-        saved = ck.get("rng_ranks") or [ck["rng"]]
-        if ranks.rank < len(saved):
-            rng.set_state(saved[ranks.rank])
-        else:  # more processes than when it was saved: a fresh stream for this rank
-            rng.manual_seed(rank_seed(step))
+        step = restore(ck)
+        rollbacks = int(ck.get("rollbacks", 0))
     log = _Log(
-        out / "metrics.jsonl", keep_until_step=step if (resume and ck_path.exists()) else None, enabled=ranks.is_main
+        out / "metrics.jsonl",
+        keep_until_step=step if (resume and ck_path.exists()) else None,
+        enabled=ranks.is_main,
+        tensorboard=out / "tensorboard" if cfg.tensorboard else None,
     )
     if ranks.is_main:
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode()
+        _atomic_write(out / "config.yaml", lambda fh: fh.write(config_text))
 
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
 
     def save() -> None:
-        rng_ranks = ranks.gather_objects(rng.get_state())  # a collective: every rank calls save()
+        # a collective: every rank calls save()
+        gathered: list[Any] = ranks.gather_objects((rng.get_state(), loss_sum, loss_n))
         if not ranks.is_main:
             return
+        log.flush()  # the TensorBoard events are at least as far along as the checkpoint
         _atomic_save(
             {
                 "version": CHECKPOINT_VERSION,
@@ -567,7 +760,9 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
                 **{name: opt.state_dict() for name, opt in parts.optimizers.items()},
                 "step": step,
                 "rng": rng.get_state(),
-                "rng_ranks": rng_ranks,
+                "rng_ranks": [g[0] for g in gathered],
+                "loss_windows": [[g[1], g[2]] for g in gathered],
+                "rollbacks": rollbacks,
                 "config": cfg.to_dict(),
                 "dim": dim,
                 "image_shape": list(data.image_shape),
@@ -593,16 +788,35 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
         log.write(rec)
         return rec
 
+    def logged_eval(at: int) -> dict[str, Any]:
+        """The evaluation already logged at step ``at``, if any (after a resume or rollback)."""
+        done = [r for r in read_metrics(out) if "epoch" in r and r["step"] == at]
+        return done[-1] if done else {}
+
+    def lrs() -> dict[str, float]:
+        return {LR_KEYS.get(name, f"{name}_lr"): opt.param_groups[0]["lr"] for name, opt in parts.optimizers.items()}
+
+    def roll_back(reason: str) -> int:
+        """Back to the last checkpoint with every learning rate times rollback_lr_factor (the
+        rates in force now, so a second rollback to the same checkpoint lowers them again)."""
+        ranks.barrier()  # rank 0 has finished writing the checkpoint every rank reads
+        now = {name: [g["lr"] for g in opt.param_groups] for name, opt in parts.optimizers.items()}
+        at = restore(load_checkpoint(ck_path))
+        for name, opt in parts.optimizers.items():
+            for group, lr in zip(opt.param_groups, now[name]):
+                group["lr"] = lr * cfg.rollback_lr_factor
+        log.truncate(at)
+        log.write({"step": at, "rollback": rollbacks, "diverged_at": failed_step, **lrs(), "reason": reason})
+        return at
+
     t0 = time.time()
     last_eval: dict[str, Any] = {}
     if resume:  # the evaluation already logged at the checkpoint's step, if any
-        done = [r for r in read_metrics(out) if "epoch" in r and r["step"] == step]
-        last_eval = done[-1] if done else {}
+        last_eval = logged_eval(step)
     if step == 0 and not resume:
         last_eval = evaluate(0.0)
         save()
     bar = _progress(total_steps, step, cfg.progress and ranks.is_main, desc=f"{cfg.method} seed {cfg.seed}")
-    loss_sum, loss_n = 0.0, 0
     perm_epoch, perm = -1, torch.empty(0, dtype=torch.long)
     failed_step = step + 1
     try:
@@ -619,10 +833,21 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
                 # torch's own generator feeds the energy's input dropout: seeded per step and rank,
                 # so a resumed run draws the same masks
                 torch.manual_seed(rank_seed(step) + 1)
-            loss, stats = parts.step(x_pos, rng, y_pos)
+            try:
+                loss, stats = parts.step(x_pos, rng, y_pos)
+                if not _all_finite(parts.modules):
+                    raise DivergenceError("non-finite parameters after the update")
+            except DivergenceError as e:
+                if cfg.on_divergence != "rollback" or rollbacks >= cfg.max_rollbacks:
+                    raise
+                rollbacks += 1
+                step = roll_back(str(e))
+                save()  # the lowered rates hold from now on, even if the run is killed before the next checkpoint
+                last_eval = logged_eval(step)
+                bar.n = step
+                bar.refresh()
+                continue
             step += 1
-            if not _all_finite(parts.modules):
-                raise DivergenceError("non-finite parameters after the update")
             loss_sum += float(loss.detach())
             loss_n += 1
             bar.update(1)
@@ -644,9 +869,16 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
         save()
     except DivergenceError as e:
         last = load_checkpoint(ck_path)["step"] if ck_path.exists() else None
+        if cfg.on_divergence == "rollback":
+            lr_now = ", ".join(f"{k}={v:.3g}" for k, v in lrs().items())
+            tried = f" after {rollbacks} rollback{'s' * (rollbacks != 1)} ({lr_now})"
+            hint = "start a new out_dir with a lower lr or sampler step size, or resume with a larger max_rollbacks"
+        else:
+            tried = ""
+            hint = "resume it with on_divergence=rollback, or start a new out_dir with a lower lr or sampler step size"
         raise DivergenceError(
-            f"training diverged at step {failed_step}: {e}; the last good checkpoint is {ck_path} (step {last}); "
-            "start a new out_dir with a lower lr or sampler step size"
+            f"training diverged at step {failed_step}{tried}: {e}; the last good checkpoint is {ck_path} "
+            f"(step {last}); {hint}"
         ) from None
     finally:
         bar.close()
