@@ -172,13 +172,20 @@ def _positive(name: str, value: int) -> None:
         raise UserError(f"--{name} must be >= 1, got {value}")
 
 
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):  # a name too long for the file system, or with a NUL
+        return False
+
+
 def _cmd_train(a: argparse.Namespace) -> int:
     from .config import load_config
     from .train import train
 
     overrides = list(a.overrides)
     config = a.config
-    if config is not None and "=" in config and not Path(config).exists():
+    if config is not None and "=" in config and not _is_file(config):
         overrides.insert(0, config)  # `steinebm train key=value ...` with no file
         config = None
     if a.data_dir:

@@ -143,6 +143,8 @@ class Config:
         for key in ("n_train", "eval_every", "checkpoint_every", "max_steps", "threads", "sm_probes"):
             if getattr(self, key) < 0:
                 raise bad(key, "must be an integer >= 0")
+        if self.threads > 1024:
+            raise bad("threads", "must be an integer in [0, 1024] (0 = torch's default)")
         if not 0 <= self.seed < 2**32:  # torch seeds are 64-bit; the loop derives larger seeds from it
             raise bad("seed", "must be an integer in [0, 2**32)")
         for key in ("width", "gen_width", "disc_width"):
@@ -254,12 +256,35 @@ def _coerce(key: str, value: Any) -> Any:
     if declared in ("float", "float | None") and isinstance(value, str):
         try:  # YAML 1.1 reads 3e-4 (no dot) as a string
             value = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise ConfigError(f"config value {key}={value!r} is invalid: must be {_WANTED[declared]}") from None
     _check_type(key, value)
     if declared in ("float", "float | None") and value is not None:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise ConfigError(f"config value {key}={value!r:.40} is invalid: too large for a number") from None
+    if key == "bandwidth" and isinstance(value, int) and not isinstance(value, bool):
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"config value bandwidth={value!r:.40} is invalid: too large for a number") from None
+    if key == "extra":
+        _check_acyclic(value)
     return value
+
+
+def _check_acyclic(value: Any, depth: int = 0, seen: tuple[int, ...] = ()) -> None:
+    """``extra`` is saved with every checkpoint: refuse values that refer to themselves (YAML
+    anchors can) or nest absurdly deep, which would fail only when the run is saved."""
+    if depth > 50:
+        raise ConfigError("config value extra is invalid: nested more than 50 levels deep")
+    if isinstance(value, (dict, list)):
+        if id(value) in seen:
+            raise ConfigError("config value extra is invalid: it refers to itself (a YAML alias loop)")
+        items = value.values() if isinstance(value, dict) else value
+        for item in items:
+            _check_acyclic(item, depth + 1, (*seen, id(value)))
 
 
 def _check_key(key: str) -> None:
@@ -283,14 +308,18 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         p = Path(path)
         try:
-            text = p.read_text()
+            text = p.read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"cannot read config {p}: {e.strerror or e}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config {p} is not UTF-8 text; save it as UTF-8") from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as e:
             first = str(e).splitlines()[0] if str(e) else "syntax error"
             raise ConfigError(f"config {p} is not valid YAML ({first})") from None
+        except RecursionError:
+            raise ConfigError(f"config {p} nests too deeply to read; flatten it") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -310,7 +339,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         _check_key(key)
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             value = raw
         if _FIELDS[key].type in ("str", "str | None") and value is not None and not isinstance(value, str):
             value = raw  # e.g. out_dir=123 or log_term=m+1 stay strings

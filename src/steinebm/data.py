@@ -17,12 +17,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import os
 import pickle
 import struct
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -108,10 +110,17 @@ def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def _md5(path: Path) -> str:
+    """The file's md5. A name that cannot be read (a folder in its place, no permission) is a
+    DataError too: the loaders find files by name only, so that is user-fixable bad input."""
     h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise DataError(
+            f"cannot read {path} ({e.strerror or _one_line(e)}): replace it with the original file"
+        ) from None
     return h.hexdigest()
 
 
@@ -119,8 +128,8 @@ def read_idx(path: Path, expect_ndim: int) -> np.ndarray:
     """Read a gzipped IDX file of unsigned bytes; any malformation raises :class:`DataError`."""
     try:
         raw = gzip.decompress(Path(path).read_bytes())
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path} is not a readable gzip file ({e}); delete it and fetch it again") from None
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: damaged deflate data (no OSError)
+        raise DataError(f"{path} is not a readable gzip file ({_one_line(e)}); delete it and fetch it again") from None
     if len(raw) < 4:
         raise DataError(f"{path} is truncated (no IDX header); delete it and fetch it again")
     zero, dtype_code, ndim = raw[0] | raw[1] << 8, raw[2], raw[3]
@@ -132,7 +141,7 @@ def read_idx(path: Path, expect_ndim: int) -> np.ndarray:
     if len(raw) < 4 + 4 * ndim:
         raise DataError(f"{path} is truncated (incomplete IDX header); delete it and fetch it again")
     dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    n = int(np.prod(dims, dtype=np.int64))
+    n = math.prod(dims)  # Python ints: dims near 2**32 overflow int64 and could wrap to the body's length
     body = raw[4 + 4 * ndim :]
     if len(body) != n:
         raise DataError(
@@ -158,9 +167,17 @@ def _download(names: dict[str, str], folder: Path) -> None:
                 last = DataError(f"download of {name} from {mirror} failed its md5 check")
                 continue
             fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, folder / name)
+            try:  # only a complete, checked file ever appears under its name; no .part is left behind
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, folder / name)
+            except OSError as e:
+                raise DataError(
+                    f"cannot write {folder / name} ({_one_line(e)}): free some space or choose another --data-dir"
+                ) from None
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
             break
         else:
             raise DataError(
@@ -185,19 +202,27 @@ def _split_train_val(x: Tensor, y: Tensor, n_val: int, seed: int = SPLIT_SEED) -
 
 
 def _read_mnist_folder(folder: Path, checksums: dict[str, str], n_val: int, name: str) -> Dataset:
+    """Check every file's md5, then what an md5 cannot vouch for when the checksums passed in are
+    not those of the original files: 28 x 28 images, as many labels in 0..9, a test set, and more
+    training images than ``n_val``."""
     for fname, md5 in checksums.items():
-        got = _md5(folder / fname)
-        if got != md5:
-            raise DataError(
-                f"{folder / fname} has md5 {got}, expected {md5}: the file is corrupt or not the "
-                "original; delete it and fetch it again"
-            )
+        _check_md5(folder / fname, md5)
     xtr = read_idx(folder / "train-images-idx3-ubyte.gz", 3)
     ytr = read_idx(folder / "train-labels-idx1-ubyte.gz", 1)
     xte = read_idx(folder / "t10k-images-idx3-ubyte.gz", 3)
     yte = read_idx(folder / "t10k-labels-idx1-ubyte.gz", 1)
+    fix = "delete the MNIST files and fetch the originals again"
     if xtr.shape[0] != ytr.shape[0] or xte.shape[0] != yte.shape[0]:
-        raise DataError(f"MNIST files in {folder} disagree on the number of images and labels")
+        raise DataError(f"MNIST files in {folder} disagree on the number of images and labels; {fix}")
+    for split, x, y in (("training", xtr, ytr), ("test", xte, yte)):
+        if x.shape[1:] != (28, 28):
+            raise DataError(f"the MNIST {split} images in {folder} are {x.shape[1]}x{x.shape[2]}, not 28x28; {fix}")
+        if y.size and int(y.max()) > 9:
+            raise DataError(f"the MNIST {split} labels in {folder} go up to {int(y.max())}, outside 0..9; {fix}")
+    if xte.shape[0] == 0:
+        raise DataError(f"the MNIST test files in {folder} hold no images; {fix}")
+    if not 0 < n_val < xtr.shape[0]:
+        raise DataError(f"MNIST in {folder} has {xtr.shape[0]} training images, too few for {n_val} validation; {fix}")
 
     def to_x(a: np.ndarray) -> Tensor:  # pixels / 255 in [0, 1], as the authors' RBM code
         return torch.from_numpy(a.reshape(a.shape[0], -1).astype(np.float32) / 255.0)
@@ -246,6 +271,13 @@ def _check_md5(path: Path, md5: str) -> None:
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
+
+
+def _shown(path: Path | str) -> str:
+    """A path as an error message shows it: as is, or quoted with escapes where it holds a newline
+    or another control character (file names in a data folder may), so the message stays one line."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
 
 
 def _to_unit(a: np.ndarray | Tensor) -> Tensor:
@@ -301,8 +333,13 @@ _CIFAR_PICKLE_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-class _CifarUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only the globals in ``_CIFAR_PICKLE_GLOBALS``."""
+class _CifarUnpickler(pickle._Unpickler):
+    """An unpickler that resolves only the globals in ``_CIFAR_PICKLE_GLOBALS``.
+
+    It is Python's pure-Python unpickler (as fast as the C one on these files): the C one keeps its
+    memo in an array that a PUT opcode with a large index grows and zero-fills, so a file of a few
+    bytes could take gigabytes of memory; this one keeps the memo in a dict.
+    """
 
     def __init__(self, fh: Any, path: Path) -> None:
         super().__init__(fh, encoding="bytes")
@@ -322,18 +359,15 @@ class _CifarUnpickler(pickle.Unpickler):
 
 
 def _unpickle_cifar(path: Path) -> Any:
-    try:
-        with open(path, "rb") as fh:
-            return _CifarUnpickler(fh, path).load()
+    try:  # read from memory: a length field in the file can then ask for no more bytes than it has
+        return _CifarUnpickler(io.BytesIO(path.read_bytes()), path).load()
     except DataError:
         raise
     except OSError as e:
         raise DataError(f"cannot read {path} ({_one_line(e)}); check the file and its permissions") from None
     except Exception as e:  # any malformation: UnpicklingError, EOFError, ValueError, TypeError, ...
-        raise DataError(
-            f"{path} is not a readable CIFAR-10 pickle ({type(e).__name__}: {_one_line(e)}); "
-            "delete it and fetch it again"
-        ) from None
+        detail = type(e).__name__ + (f": {_one_line(e)}" if str(e).strip() else "")
+        raise DataError(f"{path} is not a readable CIFAR-10 pickle ({detail}); delete it and fetch it again") from None
 
 
 def _dict_get(d: dict[Any, Any], key: str) -> Any:
@@ -364,6 +398,8 @@ def read_cifar_batch(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarr
     if isinstance(labels, np.ndarray) and labels.ndim == 1 and labels.dtype.kind in "iu":
         y = labels.astype(np.int64)
     elif isinstance(labels, list) and all(type(v) is int for v in labels):
+        if not all(0 <= v <= 9 for v in labels):  # checked first: 2**70 does not fit int64
+            raise DataError(f"{bad} (labels outside 0..9); delete it and fetch it again")
         y = np.array(labels, dtype=np.int64)
     else:
         raise DataError(f"{bad} (no list of integer 'labels'); delete it and fetch it again")
@@ -403,6 +439,8 @@ def _read_cifar_folder(
     del parts
     xte, yte = read_cifar_batch(folder / "test_batch")
     classes = read_cifar_meta(folder / "batches.meta")
+    if xte.shape[0] == 0:
+        raise DataError(f"CIFAR-10's test_batch in {folder} holds no images; delete it and fetch it again")
     if not 0 < n_val < xtr.shape[0]:
         raise DataError(f"CIFAR-10 in {folder} has {xtr.shape[0]} training images, too few for {n_val} validation")
     tr, va = _split_train_val(torch.from_numpy(xtr), torch.from_numpy(ytr), n_val)
@@ -444,9 +482,14 @@ def _fetch(url: str, dest: Path, md5: str) -> None:
             os.unlink(tmp)
 
 
-def _safe_extract(archive: Path, dest: Path, folder: str) -> Path:
+def _safe_extract(archive: Path, dest: Path, folder: str, checksums: Mapping[str, str] | None = None) -> Path:
     """Extract the members under ``folder/`` of a .tar.gz into ``dest``, refusing absolute paths,
-    ``..`` and links or special files anywhere in the archive; returns ``dest / folder``."""
+    ``..`` and links or special files anywhere in the archive; returns ``dest / folder``.
+
+    With ``checksums`` (file name -> md5), every named file must be in the archive with that md5
+    before any is moved into ``dest``: a bad file that reached ``dest`` would fail every later
+    load, and the loader never downloads over a folder that looks complete.
+    """
     try:
         with tarfile.open(archive, "r:gz") as tar:
             members = []
@@ -466,6 +509,13 @@ def _safe_extract(archive: Path, dest: Path, folder: str) -> Path:
                 src = Path(tmp) / folder
                 if not src.is_dir():
                     raise DataError(f"{archive} has no {folder}/ folder; delete it and fetch it again")
+                for name, md5 in (checksums or {}).items():
+                    got = _md5(src / name) if (src / name).is_file() else "missing"
+                    if got != md5:
+                        raise DataError(
+                            f"{archive} holds {folder}/{name} with md5 {got}, expected {md5}: not the original "
+                            "archive, nothing extracted; delete it and fetch it again"
+                        )
                 target = dest / folder
                 target.mkdir(exist_ok=True)
                 for f in src.iterdir():
@@ -480,7 +530,7 @@ def _download_cifar10(folder: Path) -> Path:
     archive = folder / "cifar-10-python.tar.gz"
     _fetch(CIFAR10_URL, archive, CIFAR10_ARCHIVE_MD5)
     try:
-        return _safe_extract(archive, folder, CIFAR10_FOLDER)
+        return _safe_extract(archive, folder, CIFAR10_FOLDER, CIFAR10_FILES)
     finally:
         archive.unlink(missing_ok=True)
 
@@ -665,9 +715,9 @@ def _load_image_files(
 ) -> Dataset:
     def arrays() -> Iterator[np.ndarray]:
         for f in files:
-            yield np.asarray(transform(_decode(f, str(f)), str(f)), dtype=np.uint8)
+            yield np.asarray(transform(_decode(f, _shown(f)), _shown(f)), dtype=np.uint8)
 
-    train, val, test = _collect(arrays(), len(files), labels, side, f"{name} ({source})")
+    train, val, test = _collect(arrays(), len(files), labels, side, f"{name} ({_shown(source)})")
     return Dataset(name, train, val, test, (3, side, side), str(source), classes)
 
 
