@@ -330,6 +330,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """``cfg`` with ``key=value`` strings applied (values parsed as YAML; string fields keep the text)."""
     values: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:

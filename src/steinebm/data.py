@@ -101,6 +101,7 @@ class Dataset:
 
 
 def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The data folder: ``data_dir`` when given, else ``$STEINEBM_DATA``, else ``~/.cache/steinebm``."""
     if data_dir:
         return Path(data_dir).expanduser()
     env = os.environ.get("STEINEBM_DATA")

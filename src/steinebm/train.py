@@ -140,6 +140,7 @@ def _feature_codes(model: nn.Module, mode: str) -> Callable[[Tensor], Tensor]:
 
 
 def build_learner(cfg: Config) -> Learner:
+    """The learning rule of an energy-only method (cd, steincd, symmetric-steincd, the score matchings)."""
     if cfg.method == "cd":
         return CD(cfg.cd_k, cfg.langevin_step, cfg.langevin_noise)
     if cfg.method == "steincd":
