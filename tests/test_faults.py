@@ -83,6 +83,15 @@ def _snapshots(monkeypatch) -> dict[int, dict[str, Any]]:
     return saved
 
 
+def _saved_step(ck: Path) -> int:
+    """The step of the checkpoint on disk now (-1 if none yet); checkpoints are renamed into place
+    whole, so a read sees the old file or the new one."""
+    try:
+        return int(torch.load(ck, map_location="cpu", weights_only=True)["step"])
+    except (FileNotFoundError, RuntimeError, EOFError, KeyError):
+        return -1
+
+
 def _cli(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "steinebm.cli", "train", *args]
 
@@ -120,22 +129,23 @@ def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path, data, m
     args = [f"{k}={v}" for k, v in {**SMALL, **KILL_RUN}.items()] + [f"out_dir={run}"]
     ck = run / T.CHECKPOINT
     rnd = random.Random(20_240_611)
+    # the kill moments, as steps reached: seeded, increasing, all well before the end, so that a
+    # loaded machine cannot let a trial finish the run before its kill (a time-based delay could)
+    targets = sorted(rnd.sample(range(15, 270), 10))
     kills_in_write, steps = 0, []
     for trial in range(10):
-        before = ck.stat().st_ino if ck.exists() else None
         proc = subprocess.Popen(
             _cli(args) + (["--resume"] if trial else []), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         try:
-            deadline = time.time() + 60
-            # this process has saved at least once (each save renames a new file into place)
-            while not ck.exists() or ck.stat().st_ino == before:
+            deadline = time.time() + 120
+            while _saved_step(ck) < targets[trial]:
                 assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
                 assert time.time() < deadline
-                time.sleep(0.005)
-            time.sleep(rnd.uniform(0.0, 0.3))
+                time.sleep(0.002)
+            time.sleep(rnd.uniform(0.0, 0.02))
             if trial % 2:
-                while not _temps(run) and time.time() < deadline:
+                while not _temps(run) and time.time() < deadline and proc.poll() is None:
                     time.sleep(0.0005)
             proc.send_signal(signal.SIGKILL)
         finally:
