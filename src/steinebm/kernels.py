@@ -235,14 +235,18 @@ class RBF(Kernel):
         # S = K s + 2/h (x * rowsum(K) - K x).
         m = x.shape[0]
         x = x.reshape(m, -1)
-        x = x - x.mean(0)  # the repulsion is translation invariant; centring keeps it accurate
         d = x.shape[1]
+        # [s, x - mean(x)] written once into the product's right operand; the centred x used
+        # below is a view of it (the repulsion is translation invariant; centring keeps it accurate)
+        both_in = torch.empty(m, 2 * d, dtype=x.dtype, device=x.device)
+        both_in[:, :d] = score.reshape(m, -1)
+        x = torch.sub(x, x.mean(0), out=both_in[:, d:])  # m d view, row stride 2d
         d2 = pairwise_sq_dists(x, centred=True)
         h = self.h(d2)
         self._last_h = h
         K = d2.div_(-h).exp_()  # m m
         ksum = K.sum(0)
-        both = K @ torch.cat([score.reshape(m, -1), x], 1)  # m 2d
+        both = K @ both_in  # m 2d
         S = both[:, :d]
         S.add_(torch.addcmul(both[:, d:], x, ksum.unsqueeze(1), value=-1.0).mul_(-2.0 / h))
         return S, ksum
