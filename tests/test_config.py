@@ -147,6 +147,7 @@ BAD: list[tuple[str, object, str, dict]] = [
     ("amp", "yes", "true or false", {}),
     ("progress", None, "true or false", {}),
     ("on_divergence", "retry", "choose one of", {}),
+    ("adam_impl", "lbfgs", "choose one of", {}),
     ("rollback_lr_factor", 1.0, "(0, 1)", {}),
     ("rollback_lr_factor", 0.0, "(0, 1)", {}),
     ("rollback_lr_factor", NAN, "(0, 1)", {}),

@@ -98,6 +98,7 @@ class Config:
     max_steps: int = 0  # stop after this many steps in all (0 = no limit; smoke runs)
     threads: int = 0  # torch threads (0 = torch's default)
     device: str = "cpu"
+    adam_impl: str = "fused"  # fused (one kernel per step) | foreach (torch's default Adam); same maths
     amp: bool = False  # networks' forward passes in bfloat16 autocast; SVGD and kernel arithmetic stay float32
     progress: bool = True
     # a non-finite loss or parameter: stop (keep the last good checkpoint) | rollback (reload it,
@@ -133,6 +134,7 @@ class Config:
             "feature_codes": ("eval", "batch"),
             "gamma_raise_when": ("real_energy_higher", "real_energy_lower"),
             "on_divergence": ("stop", "rollback"),
+            "adam_impl": ("fused", "foreach"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
