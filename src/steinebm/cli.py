@@ -134,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
         "--scale",
         choices=["reduced", "full"],
         default="reduced",
-        help="fig2: reduced (about 20 min on a 2-core CPU) or full (the paper's settings, for a GPU)",
+        help="fig2: reduced (about 70 min on a 2-core CPU, 35 without FID) or full (the paper's settings, for a GPU)",
     )
     r.add_argument(
         "--steincd-optimizer",

@@ -7,8 +7,9 @@ interrupted reproduction picks up where it stopped. Two scales:
 - ``full``: the authors' settings (batch 100, the DCGAN-sized networks, 50,000 generated
   images for every score); meant for a GPU.
 - ``reduced``: narrower networks (32 channels where the paper has 128), 4 epochs, 10,000
-  generated images and a ResNet-8 for the classifier; it took 19 minutes on a 2-core CPU
-  (docs/results.md). Its numbers are not the paper's scale and are reported as such.
+  generated images (2,000 for FID) and a ResNet-8 for the classifier; it took about 70 minutes
+  on a shared 2-core CPU, half of it computing FID (docs/results.md; ``--no-fid`` leaves FID
+  out). Its numbers are not the paper's scale and are reported as such.
 """
 
 from __future__ import annotations
