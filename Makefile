@@ -44,6 +44,7 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(if $(DATA),--data-dir $(DATA))
 	$(PY) benchmarks/bench_peers.py $(if $(DATA),--data-dir $(DATA))
+	$(PY) benchmarks/bench_peers.py --threads 1 $(if $(DATA),--data-dir $(DATA))
 
 fig1a: $(STAMP)
 	$(VENV)/bin/steinebm reproduce fig1a $(if $(DATA),--data-dir $(DATA))

@@ -179,9 +179,10 @@ def one_step_gap(rbm: GaussianBernoulliRBM, x0: Tensor, bandwidth: float, lr: fl
 
 
 def our_svgd_step(rbm: GaussianBernoulliRBM, x0: Tensor, lr: float) -> Callable[[], None]:
-    """One step of ours: closed-form score, phi with the paper's median-rule RBF, Adam on x."""
+    """One step of ours: closed-form score, phi with the paper's median-rule RBF, Adam on x (fused,
+    the Adam the training loop uses; same maths as Pyro's)."""
     x = x0.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=lr)
+    opt = torch.optim.Adam([x], lr=lr, fused=True)
     kernel = RBF()
 
     def step() -> None:

@@ -27,7 +27,20 @@ def contrastive_loss(energy: nn.Module, x_pos: Tensor, x_neg: Tensor) -> tuple[T
 
     Positives and negatives go through the model in one batch (one forward, one backward).
     """
+    return stacked_contrastive_loss(energy, torch.cat([x_pos, x_neg.detach()]), x_pos.shape[0])
+
+
+def stacked_batch(x_pos: Tensor) -> tuple[Tensor, Tensor]:
+    """A (2m, ...) batch whose first half holds ``x_pos``, and its empty second half, where a
+    learner writes its negatives: one forward pass scores both, with no concatenation."""
     m = x_pos.shape[0]
-    f = energy(torch.cat([x_pos, x_neg.detach()]))
+    both = torch.empty((2 * m, *x_pos.shape[1:]), dtype=x_pos.dtype, device=x_pos.device)
+    both[:m] = x_pos.detach()
+    return both, both[m:]
+
+
+def stacked_contrastive_loss(energy: nn.Module, both: Tensor, m: int) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`contrastive_loss` for positives ``both[:m]`` and negatives ``both[m:]``."""
+    f = energy(both)
     f_pos, f_neg = f[:m], f[m:]
     return f_neg.mean() - f_pos.mean(), f_pos, f_neg

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from ..energies.base import score
 from ..kernels import RBF, Kernel
 from ..svgd import Normalize, svgd_direction
-from .base import Learner, contrastive_loss
+from .base import Learner, contrastive_loss, stacked_batch, stacked_contrastive_loss
 
 
 class SteinCD(Learner):
@@ -34,7 +34,9 @@ class SteinCD(Learner):
         self, energy: nn.Module, x_pos: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict[str, float]]:
         phi = self.phi(energy, x_pos)
-        loss, f_pos, f_neg = contrastive_loss(energy, x_pos, x_pos + self.epsilon * phi)
+        both, x_neg = stacked_batch(x_pos)  # x- = x+ + eps phi, written straight into the scored batch
+        torch.add(x_pos.detach(), phi, alpha=self.epsilon, out=x_neg)
+        loss, f_pos, f_neg = stacked_contrastive_loss(energy, both, x_pos.shape[0])
         return loss, {"f_pos": float(f_pos.detach().mean()), "f_neg": float(f_neg.detach().mean())}
 
 
