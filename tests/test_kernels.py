@@ -297,6 +297,24 @@ def test_rbf_stein_sum_against_loop(bandwidth, shape):
     assert torch.allclose(ksum2, K.sum(0), rtol=1e-12)
 
 
+@pytest.mark.parametrize("spread, score_scale", [(1.0, 1.0), (1e-3, 1e-3)])
+def test_rbf_stein_sum_float32_on_both_product_forms(spread, score_scale):
+    """float32 against a float64 double loop: a wide cloud takes the single-product form
+    K (s - 2/h x) + 2/h x rowsum(K); a cloud 1e-3 wide, 5 away from the origin, with small
+    scores, makes 2/h |x| dwarf |s| and takes the two-product form. Both stay accurate."""
+    g = torch.Generator().manual_seed(7)
+    # the float32 inputs, exactly, in float64: the reference then differs only in the arithmetic
+    x64 = (5.0 + spread * torch.randn(40, 30, generator=g, dtype=DT)).float().double()
+    s64 = (score_scale * torch.randn(40, 30, generator=g, dtype=DT)).float().double()
+    h = ref_median_h(x64.numpy())
+    K = torch.exp(-(torch.cdist(x64, x64) ** 2) / h)
+    # S_i = sum_j K_ji s_j + sum_j grad_{x_j} K_ji, grad_{x_j} K_ji = -2/h (x_j - x_i) K_ji
+    S_ref = K.T @ s64 - (2.0 / h) * (K.T @ x64 - x64 * K.sum(0, keepdim=True).T)
+    S, _ = RBF().stein_sum(x64.float(), s64.float())
+    err = (S.double() - S_ref).abs().max() / S_ref.abs().max()
+    assert float(err) < 1e-4
+
+
 # ----------------------------------------------------------------------------- feature kernel
 
 
