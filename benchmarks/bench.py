@@ -447,6 +447,27 @@ def table(rows: list[tuple[str, str, str, str]]) -> str:
     return "\n".join(out)
 
 
+def print_cpu_use(busy0: int, total0: int, own0: float, wall0: float) -> None:
+    """The run's wall time and how much of the machine's CPU time other processes took meanwhile,
+    with a warning when it was enough to spoil the timings (torch uses every core)."""
+    busy1, total1 = cpu_jiffies()
+    own = sum(os.times()[:2]) - own0
+    wall = time.perf_counter() - wall0
+    if total1 > total0:
+        tick = os.sysconf("SC_CLK_TCK")
+        busy, total = (busy1 - busy0) / tick, (total1 - total0) / tick
+        others = max(0.0, busy - own)
+        print(
+            f"run: {wall:.0f} s wall; CPU time of all processes {busy:.0f} s of {total:.0f} s available, "
+            f"this process {own:.0f} s, others {others:.0f} s"
+        )
+        if others > 0.05 * total:
+            print(
+                f"WARNING: other processes used {100 * others / total:.0f} % of the CPU time during this run; "
+                "with torch using every core, timings degrade sharply: rerun on an idle machine"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke run; ratios are noisier)")
@@ -592,22 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         for key, us, calls in rows_p:
             print(f"    {key:<28} {us:8.1f} us  {calls:4d} calls/step")
     print()
-    busy1, total1 = cpu_jiffies()
-    own = sum(os.times()[:2]) - own0
-    wall = time.perf_counter() - wall0
-    if total1 > total0:
-        tick = os.sysconf("SC_CLK_TCK")
-        busy, total = (busy1 - busy0) / tick, (total1 - total0) / tick
-        others = max(0.0, busy - own)
-        print(
-            f"run: {wall:.0f} s wall; CPU time of all processes {busy:.0f} s of {total:.0f} s available, "
-            f"this process {own:.0f} s, others {others:.0f} s"
-        )
-        if others > 0.05 * total:
-            print(
-                f"WARNING: other processes used {100 * others / total:.0f} % of the CPU time during this run; "
-                "with torch using every core, timings degrade sharply: rerun on an idle machine"
-            )
+    print_cpu_use(busy0, total0, own0, wall0)
     print(f"load average at end: {load_average()} (1, 5, 15 min)")
     return 0
 

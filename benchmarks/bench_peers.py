@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import cpu_jiffies, fmt_time, interleaved, load_average, machine_lines, table  # noqa: E402
+from bench import cpu_jiffies, fmt_time, interleaved, load_average, machine_lines, print_cpu_use, table  # noqa: E402
 
 import steinebm.data  # noqa: E402
 from steinebm import RBF, GaussianBernoulliRBM, svgd_direction  # noqa: E402
@@ -455,22 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in CD_NOTES:
         print(f"  - {line}")
     print()
-    busy1, total1 = cpu_jiffies()
-    own = sum(os.times()[:2]) - own0
-    wall = time.perf_counter() - wall0
-    if total1 > total0:
-        tick = os.sysconf("SC_CLK_TCK")
-        busy, total = (busy1 - busy0) / tick, (total1 - total0) / tick
-        others = max(0.0, busy - own)
-        print(
-            f"run: {wall:.0f} s wall; CPU time of all processes {busy:.0f} s of {total:.0f} s available, "
-            f"this process {own:.0f} s, others {others:.0f} s"
-        )
-        if others > 0.05 * total:
-            print(
-                f"WARNING: other processes used {100 * others / total:.0f} % of the CPU time during this run; "
-                "rerun on an idle machine"
-            )
+    print_cpu_use(busy0, total0, own0, wall0)
     print(f"load average at end: {load_average()} (1, 5, 15 min)")
     return 0
 

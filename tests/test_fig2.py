@@ -21,15 +21,8 @@ def _tiny() -> Dataset:
     return Dataset("cifar10", split(40), split(10), split(20), (3, 32, 32), "memory")
 
 
-class _PoolFeatures(torch.nn.Module):
-    """A stand-in FID network: 4 x 4 average pooling of the (n, 3, 299, 299) input, 48 features."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
-
-
-@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # the stand-in network is TorchScript
-def test_fig2_toy_scale(tmp_path, monkeypatch):
+def _toy_scale(monkeypatch) -> Dataset:
+    """The in-memory dataset, served to fig2, and a "toy" scale small enough for a test."""
     data = _tiny()
     monkeypatch.setattr(reproduce, "load_config_dataset", lambda cfg: data)
     monkeypatch.setattr(reproduce_images, "load_config_dataset", lambda cfg: data)
@@ -44,6 +37,19 @@ def test_fig2_toy_scale(tmp_path, monkeypatch):
             fid_images=12,
         ),
     )
+    return data
+
+
+class _PoolFeatures(torch.nn.Module):
+    """A stand-in FID network: 4 x 4 average pooling of the (n, 3, 299, 299) input, 48 features."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # the stand-in network is TorchScript
+def test_fig2_toy_scale(tmp_path, monkeypatch):
+    data = _toy_scale(monkeypatch)
     weights = tmp_path / "fid-net.pt"
     torch.jit.save(torch.jit.script(_PoolFeatures()), str(weights))
     out = tmp_path / "fig2"
@@ -99,20 +105,7 @@ def test_fig2_scores_class_ordered_samples_in_a_shuffled_order(tmp_path, monkeyp
     set would see one class per chunk (a score near 1 for a perfect generator)."""
     from steinebm import inception
 
-    data = _tiny()
-    monkeypatch.setattr(reproduce, "load_config_dataset", lambda cfg: data)
-    monkeypatch.setattr(reproduce_images, "load_config_dataset", lambda cfg: data)
-    monkeypatch.setitem(
-        reproduce_images.FIG2_SCALES,
-        "toy",
-        dict(
-            train=dict(epochs=1, batch_size=8, width=8, gen_width=8, disc_width=8, code_dim=8),
-            images=40,
-            duplicates=4,
-            transfer=dict(epochs=1, batch_size=20, lr=0.05, blocks=1),
-            fid_images=12,
-        ),
-    )
+    data = _toy_scale(monkeypatch)
 
     def ordered(run_dir, n, seed=0, device="cpu"):  # the label written into the first pixel
         y = torch.arange(10).repeat_interleave(n // 10)
