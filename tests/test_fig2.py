@@ -105,7 +105,7 @@ def test_fig2_scores_class_ordered_samples_in_a_shuffled_order(tmp_path, monkeyp
     set would see one class per chunk (a score near 1 for a perfect generator)."""
     from steinebm import inception
 
-    data = _toy_scale(monkeypatch)
+    _toy_scale(monkeypatch)
 
     def ordered(run_dir, n, seed=0, device="cpu"):  # the label written into the first pixel
         y = torch.arange(10).repeat_interleave(n // 10)
