@@ -29,6 +29,25 @@ KERNELS = ("rbf", "imq", "constant")
 MODELS = ("rbm", "autoencoder", "joint")
 
 
+# the string fields with a fixed set of values, and those values
+CHOICES: dict[str, tuple[str, ...]] = {
+    "method": METHODS,
+    "dataset": DATASETS,
+    "model": MODELS,
+    "kernel": KERNELS,
+    "gen_kernel": (*KERNELS, "feature"),
+    "median_over": ("pairs", "all"),
+    "log_term": ("m", "m+1"),
+    "normalize": ("m", "kernel_sum"),
+    "steincd_optimizer": ("shared", "own"),
+    "feature_repulsion": ("exact", "nearest"),
+    "feature_codes": ("eval", "batch"),
+    "gamma_raise_when": ("real_energy_higher", "real_energy_lower"),
+    "on_divergence": ("stop", "rollback"),
+    "adam_impl": ("fused", "foreach"),
+}
+
+
 @dataclass
 class Config:
     """One training run. Defaults are the authors' MNIST RBM settings (Section 5.1)."""
@@ -120,23 +139,7 @@ class Config:
         def bad(key: str, allowed: str) -> ConfigError:
             return ConfigError(f"config value {key}={getattr(self, key)!r} is invalid: {allowed}")
 
-        choices = {
-            "method": METHODS,
-            "dataset": DATASETS,
-            "model": MODELS,
-            "kernel": KERNELS,
-            "gen_kernel": (*KERNELS, "feature"),
-            "median_over": ("pairs", "all"),
-            "log_term": ("m", "m+1"),
-            "normalize": ("m", "kernel_sum"),
-            "steincd_optimizer": ("shared", "own"),
-            "feature_repulsion": ("exact", "nearest"),
-            "feature_codes": ("eval", "batch"),
-            "gamma_raise_when": ("real_energy_higher", "real_energy_lower"),
-            "on_divergence": ("stop", "rollback"),
-            "adam_impl": ("fused", "foreach"),
-        }
-        for key, allowed in choices.items():
+        for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise bad(key, "choose one of " + ", ".join(allowed))
         for key in ("n_hidden", "epochs", "batch_size", "cd_k", "log_every", "code_dim", "noise_dim"):

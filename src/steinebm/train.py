@@ -51,7 +51,7 @@ from .image_nets import (
 from .kernels import IMQ, RBF, ConstantKernel, FeatureKernel, Kernel
 from .learners import CD, HyvarinenScoreMatching, Learner, SteinCD, SteinScoreMatching, SymmetricSteinCD
 from .learners.steingan import AmortizedSVGD, DCGANLoss, SteinGAN
-from .metrics import EXACT_MAX_HIDDEN, average_log_likelihood
+from .metrics import EXACT_MAX_HIDDEN, average_log_likelihood, mean_negative_energy
 
 __all__ = [
     "train",
@@ -784,9 +784,8 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
         if isinstance(model, GaussianBernoulliRBM) and model.n_hidden > EXACT_MAX_HIDDEN:
             # too many hidden units to enumerate: one AIS log Z (seeded by the step) for both splits
             est = ais_log_partition(model, n_chains=100, n_betas=2_000, generator=torch.Generator().manual_seed(step))
-            with torch.no_grad():
-                rec["test_ll"] = float(model(x_test).double().mean()) - est.log_z
-                rec["val_ll"] = float(model(x_val).double().mean()) - est.log_z
+            rec["test_ll"] = mean_negative_energy(model, x_test) - est.log_z
+            rec["val_ll"] = mean_negative_energy(model, x_val) - est.log_z
             rec["ll_stderr"], rec["ll_method"] = est.stderr, "ais"
         elif hasattr(model, "log_partition"):
             rec["test_ll"] = average_log_likelihood(model, x_test)
