@@ -133,7 +133,7 @@ def test_existing_run_is_not_overwritten(tmp_path, data):
     cfg = _cfg(tmp_path, "x", max_steps=2)
     T.train(cfg, dataset=data)
     before = (Path(cfg.out_dir) / "checkpoint.pt").read_bytes()
-    with pytest.raises(UserError, match="--resume"):
+    with pytest.raises(UserError, match="already holds a run: continue it with `steinebm resume"):
         T.train(cfg, dataset=data)
     assert (Path(cfg.out_dir) / "checkpoint.pt").read_bytes() == before
 
@@ -163,7 +163,7 @@ def test_checkpoint_never_executes_code(tmp_path):
     run = tmp_path / "evil"
     run.mkdir()
     torch.save({"version": 1, "model": Evil(), "config": {}}, run / "checkpoint.pt")
-    with pytest.raises(UserError, match="unreadable or was tampered"):
+    with pytest.raises(UserError, match="not a steinebm checkpoint and was not loaded"):
         T.load_checkpoint(run)
     assert not marker.exists()
 

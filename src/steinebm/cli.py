@@ -1,4 +1,4 @@
-"""The ``steinebm`` command: train | evaluate | sample | reproduce | report | demo.
+"""The ``steinebm`` command: train | resume | evaluate | sample | reproduce | report | demo.
 
 Errors a user can fix are printed on one line (``steinebm: error: ...``) with exit status 2;
 a diverged run prints where its last good checkpoint is and exits with status 3.
@@ -18,7 +18,11 @@ EXAMPLES = {
     "train": """examples:
   steinebm train configs/fig1a-steincd.yaml
   steinebm train configs/fig1a-steincd.yaml epsilon=0.1 out_dir=runs/eps0.1 --data-dir ~/data/mnist
-  steinebm train configs/fig1a-steincd.yaml --resume        # continue a killed run""",
+  steinebm train runs/steincd/config.yaml --resume          # continue a killed run (= steinebm resume runs/steincd)""",
+    "resume": """examples:
+  steinebm resume runs/steincd                  # continue a killed run where its folder is now
+  steinebm resume runs/steincd epochs=40        # train it longer
+  steinebm resume runs/steincd on_divergence=rollback   # go on after a divergence, lowering the lr""",
     "evaluate": """examples:
   steinebm evaluate runs/steincd                # exact test log-likelihood, nats per image""",
     "sample": """examples:
@@ -69,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epsilon=0.1")
     t.add_argument("--resume", action="store_true", help="continue the run in out_dir from its checkpoint")
     t.add_argument("--data-dir", help="folder with the dataset files (else $STEINEBM_DATA or ~/.cache/steinebm)")
+
+    rs = add("resume", "Continue a run from its folder's checkpoint (key=value may change the resumable settings).")
+    rs.add_argument("run_dir", help="the run folder (holding checkpoint.pt and config.yaml), wherever it now is")
+    rs.add_argument("overrides", nargs="*", help="e.g. epochs=40, on_divergence=rollback, threads=1")
+    rs.add_argument("--data-dir", help="folder with the dataset files, if they moved")
 
     e = add(
         "evaluate",
@@ -190,8 +199,40 @@ def _cmd_train(a: argparse.Namespace) -> int:
         config = None
     if a.data_dir:
         overrides.append(f"data_dir={a.data_dir}")
+    if a.resume and config is not None and not any(o.split("=", 1)[0].strip() == "out_dir" for o in overrides):
+        # `train RUN/config.yaml --resume` acts on RUN, where the run now is, not on the out_dir
+        # its config was saved with (a copied or moved run would resume the original)
+        folder = Path(config).parent
+        if (folder / "checkpoint.pt").exists() or (folder / "checkpoint-previous.pt").exists():
+            overrides.append(f"out_dir={folder}")
     cfg = load_config(config, overrides)
     rec = train(cfg, resume=a.resume)
+    print(json.dumps({"out_dir": cfg.out_dir, **rec}))
+    return 0
+
+
+def _cmd_resume(a: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import RESUMABLE_CHANGES, train
+
+    run = Path(a.run_dir)
+    if not run.is_dir():
+        raise UserError(f"{run} is not a folder: name a run folder (it holds checkpoint.pt and config.yaml)")
+    saved = run / "config.yaml"
+    if not saved.exists():
+        raise UserError(f"{run} holds no config.yaml, so it is not a steinebm run folder: name the run's own folder")
+    overrides = list(a.overrides)
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if "=" in item and key not in RESUMABLE_CHANGES:
+            raise UserError(
+                f"{key} cannot change when a run is resumed (it would train another run): start a new out_dir; "
+                f"resumable: {', '.join(sorted(RESUMABLE_CHANGES - {'out_dir'}))}"
+            )
+    if a.data_dir:
+        overrides.append(f"data_dir={a.data_dir}")
+    cfg = load_config(saved, [*overrides, f"out_dir={run}"])
+    rec = train(cfg, resume=True)
     print(json.dumps({"out_dir": cfg.out_dir, **rec}))
     return 0
 
@@ -356,12 +397,15 @@ def main(argv: list[str] | None = None) -> int:
     # key=value overrides may come after options (`train c.yaml --resume lr=1e-3`)
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if args.command == "train" and not any(e.startswith("-") for e in extra):
+        flags = [e for e in extra if e.startswith("-")]
+        if args.command in ("train", "resume") and not flags:
             args.overrides = [*args.overrides, *extra]
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        else:  # name only what is wrong, not the key=value overrides beside it
+            wrong = flags or extra
+            parser.error(f"unrecognized argument{'s' * (len(wrong) > 1)}: {' '.join(wrong)}")
     handler = {
         "train": _cmd_train,
+        "resume": _cmd_resume,
         "evaluate": _cmd_evaluate,
         "sample": _cmd_sample,
         "reproduce": _cmd_reproduce,

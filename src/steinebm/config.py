@@ -125,6 +125,9 @@ class Config:
     on_divergence: str = "stop"
     rollback_lr_factor: float = 0.5
     max_rollbacks: int = 3
+    # also diverged: a part's parameter norm above diverge_growth x its initial one (0 = off); a
+    # finite blow-up (lr far too high) passes it by orders of magnitude, normal runs stay far below
+    diverge_growth: float = 1000.0
     tensorboard: bool = False  # rank 0 also writes every logged scalar to out_dir/tensorboard
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
 
@@ -173,6 +176,8 @@ class Config:
                 raise bad(key, "must be in [0, 1)")
         if not 0.0 <= self.alpha <= 1.0:
             raise bad("alpha", "must be in [0, 1]")
+        if not (self.diverge_growth == 0.0 or 1.0 < self.diverge_growth < math.inf):
+            raise bad("diverge_growth", "must be 0 (off) or a finite number > 1")
         if not 0.0 < self.rollback_lr_factor < 1.0:
             raise bad("rollback_lr_factor", "must be in (0, 1): a rollback lowers the learning rate")
         if self.gamma_adaptive is not None and not self.gamma <= self.gamma_adaptive < 1.0:
@@ -292,10 +297,50 @@ def _check_acyclic(value: Any, depth: int = 0, seen: tuple[int, ...] = ()) -> No
             _check_acyclic(item, depth + 1, (*seen, id(value)))
 
 
+# names other code uses for a key of ours, tried before a spelling match
+ALIASES = {
+    "learning_rate": "lr",
+    "lr_energy": "lr",
+    "energy_lr": "lr",
+    "generator_lr": "gen_lr",
+    "gen_learning_rate": "gen_lr",
+    "lr_g": "gen_lr",
+    "num_epochs": "epochs",
+    "n_epochs": "epochs",
+    "batch": "batch_size",
+    "batchsize": "batch_size",
+    "num_hidden": "n_hidden",
+    "hidden": "n_hidden",
+    "eps": "epsilon",
+    "step_size": "langevin_step",
+    "k": "cd_k",
+    "l2": "weight_decay",
+    "output_dir": "out_dir",
+    "outdir": "out_dir",
+    "data": "data_dir",
+    "z_dim": "noise_dim",
+    "nz": "noise_dim",
+}
+
+
+def suggest_key(key: str) -> str | None:
+    """The valid key a mistyped or foreign ``key`` most likely means: a known alias, a close
+    spelling, or the one key sharing a word with it; None if nothing fits."""
+    if key in ALIASES:
+        return ALIASES[key]
+    near = difflib.get_close_matches(key, list(_FIELDS), n=1)
+    if near:
+        return near[0]
+    words = set(key.lower().split("_"))
+    sharing = [f for f in _FIELDS if words & set(f.split("_"))]
+    return sharing[0] if len(sharing) == 1 else None
+
+
 def _check_key(key: str) -> None:
     if key not in _FIELDS:
-        near = difflib.get_close_matches(key, list(_FIELDS), n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(_FIELDS)}"
+        near = suggest_key(key)
+        fields = "; the keys are the fields of steinebm.config.Config (docs/api.md)"
+        hint = f"; did you mean {near!r}?" if near else fields
         raise ConfigError(f"unknown config key {key!r}{hint}")
 
 

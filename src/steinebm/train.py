@@ -16,7 +16,6 @@ A non-finite loss or parameter stops the run at that step (``on_divergence=stop`
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -26,13 +25,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 import yaml
 from torch import Tensor, nn
 
 from .ais import ais_log_partition
+from .checkpoint import (
+    CHECKPOINT,
+    PREVIOUS,
+    PROBE_PREFIX,
+    VERSION,
+    atomic_write,
+    fsync_dir,
+    load_checkpoint,
+    load_latest,
+    remove_stale_temps,
+    save_checkpoint,
+)
 from .config import GENERATOR_METHODS, Config, from_dict
 from .data import Dataset, load_dataset
 from .distributed import SINGLE, Ranks, from_env
@@ -65,8 +76,6 @@ __all__ = [
     "CHECKPOINT",
 ]
 
-CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_VERSION = 1
 # A resumed run must match the saved one in everything but these.
 RESUMABLE_CHANGES = {
     "epochs",
@@ -81,11 +90,10 @@ RESUMABLE_CHANGES = {
     "rollback_lr_factor",
     "max_rollbacks",
     "tensorboard",
+    "diverge_growth",
 }
 # the metrics.jsonl key of each optimizer's learning rate in a rollback record
 LR_KEYS = {"optimizer": "lr", "gen_optimizer": "gen_lr", "cd_optimizer": "cd_lr"}
-# files written through _atomic_write; a kill can leave their "<name>XXXXXXXX.tmp" behind
-ATOMIC_FILES = (CHECKPOINT, "config.yaml", "metrics.jsonl")
 
 StepOut = tuple[Tensor, dict[str, float]]
 StepFn = Callable[[Tensor, torch.Generator, "Tensor | None"], StepOut]
@@ -383,78 +391,6 @@ def build_parts(
     return _Parts({"model": model, "generator": G}, optimizers, steingan_step)
 
 
-@functools.cache
-def _file_mode() -> int:
-    """The mode a plain ``open`` would give a new file (mkstemp's 0600 would hide a run from the
-    group that shares it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in ``path`` durable: without it a power cut can undo the
-    rename and leave the folder pointing at no checkpoint, or at the old one."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Replace ``path`` whole or not at all: ``write`` fills a temp file beside it, which is
-    fsynced, renamed over ``path``, and the folder fsynced. A kill at any moment leaves the old
-    file or the new one, never a mix (and perhaps a stale temp file, which the next run removes)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, _file_mode())
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_save(obj: dict[str, Any], path: Path) -> None:
-    _atomic_write(path, lambda fh: torch.save(obj, fh))
-
-
-def _remove_stale_temps(out: Path) -> None:
-    """Temp files of writes that a kill interrupted: never read, but each may be as large as a
-    checkpoint, so runs killed again and again would fill the disk with them."""
-    for name in ATOMIC_FILES:
-        for tmp in out.glob(f"{name}*.tmp"):
-            tmp.unlink(missing_ok=True)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint dict without executing any code (``weights_only=True``)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    if not path.exists():
-        raise UserError(f"no checkpoint at {path}: train a run there first (steinebm train CONFIG)")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(
-            f"checkpoint {path} is unreadable or was tampered with ({msg[:200]}); restore it or retrain"
-        ) from None
-    if not isinstance(ck, dict) or ck.get("version") != CHECKPOINT_VERSION or "model" not in ck or "config" not in ck:
-        raise UserError(f"{path} is not a steinebm checkpoint (version {CHECKPOINT_VERSION}); retrain or restore it")
-    return ck
-
-
 def load(run_dir: str | Path) -> nn.Module:
     """The trained energy model of a run folder (the discriminator of a DCGAN run), in eval
     mode on the CPU."""
@@ -531,7 +467,7 @@ class _Log:
         self.close()
         if self.path.exists():
             kept = "".join(ln + "\n" for ln, rec in _json_lines(self.path) if rec["step"] <= step)
-            _atomic_write(self.path, lambda fh: fh.write(kept.encode()))
+            atomic_write(self.path, lambda fh: fh.write(kept.encode()))
         self._open(step + 1)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -557,15 +493,68 @@ class _Log:
             self.tb = None
 
 
-def _check_writable(out: Path) -> None:
+# what a steinebm start leaves in its run folder before the first checkpoint (a failed start
+# removes these again; a kill can leave them): such a folder may be started afresh
+_START_FILES = {"config.yaml", "metrics.jsonl", "tensorboard"}
+# the first line of every config.yaml steinebm writes: tells its own file from a user's
+CONFIG_HEADER = "# steinebm run config: `steinebm resume RUN_DIR` continues this run\n"
+
+
+def _foreign_entries(out: Path) -> list[str]:
+    """Entries of ``out`` that no steinebm start wrote: a user's files, which a new run must not
+    overwrite or mix with."""
+    foreign = []
+    for entry in sorted(out.iterdir()):
+        name = entry.name
+        if name.endswith(".tmp") and (name.startswith(PROBE_PREFIX) or name.startswith(tuple(_START_FILES))):
+            continue
+        if name == "config.yaml":
+            try:
+                with open(entry, encoding="utf-8") as fh:
+                    if fh.readline() == CONFIG_HEADER:
+                        continue
+            except (OSError, UnicodeDecodeError):
+                pass
+        elif name in _START_FILES:
+            continue
+        foreign.append(name)
+    return foreign
+
+
+def check_run_folder(out: Path, resume: bool) -> None:
+    """A fresh run needs an absent or empty ``out`` (or one that a failed steinebm start left);
+    a resume needs a checkpoint there. Nothing is created or touched."""
+    has_run = (out / CHECKPOINT).exists() or (out / PREVIOUS).exists()
+    if resume:
+        if not has_run:
+            raise UserError(
+                f"nothing to resume in {out} (no {CHECKPOINT}): check the folder, or train without --resume"
+            )
+        return
+    if out.exists() and not out.is_dir():
+        raise UserError(f"out_dir {out} is a file, not a folder: choose another out_dir")
+    if has_run:
+        raise UserError(
+            f"{out} already holds a run: continue it with `steinebm resume {out}`, or choose another out_dir"
+        )
+    if out.is_dir():
+        foreign = _foreign_entries(out)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise UserError(
+                f"out_dir {out} is not empty and is not a steinebm run (it holds {shown}): choose a new or empty folder"
+            )
+
+
+def _check_writable(out: Path) -> list[Path]:
     """Create ``out`` and write, fsync and remove a probe file in it (under a name of its own,
-    so no file already there is touched)."""
+    so no file already there is touched). Returns the folders it created, outermost first."""
+    created = [p for p in (out, *out.parents) if not p.exists()][::-1]
     try:
-        existed = out.is_dir()
         out.mkdir(parents=True, exist_ok=True)
-        if not existed:
-            _fsync_dir(out.parent)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".steinebm-probe-", suffix=".tmp")
+        if created:
+            fsync_dir(created[0].parent)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=PROBE_PREFIX, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(b"\0" * 65536)
@@ -574,7 +563,31 @@ def _check_writable(out: Path) -> None:
         finally:
             os.unlink(probe)
     except OSError as e:
+        for folder in reversed(created):  # only what this call made, and only if empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise UserError(f"run folder {out} is not writable ({e.strerror or e}): choose another out_dir") from None
+    return created
+
+
+def _remove_start(start: _Start) -> None:
+    """Undo a start that failed before its first checkpoint: the files it wrote, then the
+    folders it created, where they are empty."""
+    for path in start.wrote:
+        try:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass
+    for folder in reversed(start.created):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def _checkpoint_bytes(parts: _Parts) -> int:
@@ -592,8 +605,9 @@ def _checkpoint_bytes(parts: _Parts) -> int:
 
 
 def _check_free_space(out: Path, checkpoint_bytes: int) -> None:
-    """Room for two checkpoints: the old one stays until its replacement is complete."""
-    need = 2 * checkpoint_bytes
+    """Room for three checkpoints: the previous and the latest stay while the next is written
+    and verified."""
+    need = 3 * checkpoint_bytes
     try:
         free = shutil.disk_usage(out).free
     except OSError as e:
@@ -601,7 +615,7 @@ def _check_free_space(out: Path, checkpoint_bytes: int) -> None:
     if free < need:
         raise UserError(
             f"not enough free space for the run folder {out}: {free / 2**20:.1f} MiB free, {need / 2**20:.1f} MiB "
-            "needed (two checkpoints exist while one is replaced): free some space or choose another out_dir"
+            "needed (three checkpoints exist while one is replaced): free some space or choose another out_dir"
         )
 
 
@@ -641,6 +655,35 @@ def _device(name: str) -> torch.device:
     return device
 
 
+def _norms(modules: dict[str, nn.Module]) -> dict[str, Tensor]:
+    """The L2 norm of each module's parameters (0-d tensors on their device: no host read)."""
+    out = {}
+    for name, mod in modules.items():
+        params = [p.detach() for p in mod.parameters()]
+        if params:
+            out[name] = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p) for p in params]))
+    return out
+
+
+def _check_growth(modules: dict[str, nn.Module], init: dict[str, Tensor], growth: float) -> None:
+    """A run whose parameters stay finite can still have exploded (lr far too high: a test
+    log-likelihood of -1e16). It is taken as diverged when some part's parameter norm exceeds
+    ``growth`` times its norm at initialisation (at least 1): the shipped configs' runs stay
+    within a few times theirs, an exploded run passes it by many orders of magnitude."""
+    if not growth:
+        return
+    now = _norms(modules)
+    names = list(init)
+    if not names:
+        return
+    ratios = torch.stack([now[k] / init[k].clamp(min=1.0) for k in names]).tolist()  # one host read
+    r, worst = max(zip(ratios, names))
+    if r > growth:
+        raise DivergenceError(
+            f"the {worst}'s parameter norm grew to {r:.3g} times its initial one (diverge_growth={growth:g})"
+        )
+
+
 def _all_finite(modules: dict[str, nn.Module]) -> bool:
     # one device-to-host read per step, not one per parameter (each is a sync on a GPU)
     flags = [torch.isfinite(p).all() for mod in modules.values() for p in mod.parameters()]
@@ -649,36 +692,51 @@ def _all_finite(modules: dict[str, nn.Module]) -> bool:
 
 def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> dict[str, Any]:
     """Train one run; returns the last evaluation record. See the module docstring. Started by
-    torchrun, the processes train the run together (:mod:`steinebm.distributed`)."""
+    torchrun, the processes train the run together (:mod:`steinebm.distributed`). A fresh run
+    that fails before its first checkpoint leaves nothing behind (no folder, no files)."""
     cfg.validate()
     owns_group = not torch.distributed.is_available() or not torch.distributed.is_initialized()
     ranks, device_name = from_env(cfg.device)
+    start = _Start()
     try:
-        return _train(cfg, resume, dataset, ranks, device_name)
+        return _train(cfg, resume, dataset, ranks, device_name, start)
+    except BaseException:
+        if not resume and not start.saved and ranks.is_main:
+            _remove_start(start)
+        raise
     finally:
         if owns_group:
             ranks.close()
 
 
-def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, device_name: str) -> dict[str, Any]:
+@dataclass
+class _Start:
+    """What a fresh start has done so far: the folders and files it created, and whether a
+    checkpoint exists."""
+
+    created: list[Path] = field(default_factory=list)
+    wrote: list[Path] = field(default_factory=list)
+    saved: bool = False
+
+
+def _train(
+    cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, device_name: str, start: _Start
+) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     ck_path = out / CHECKPOINT
-    if ck_path.exists() and not resume:
-        raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another out_dir")
-    if resume and not ck_path.exists():
-        raise UserError(f"nothing to resume in {out} (no {CHECKPOINT}): check out_dir, or train without --resume")
     if ranks.active and cfg.batch_size % ranks.world:
         raise UserError(f"batch_size={cfg.batch_size} does not split over {ranks.world} processes: make it a multiple")
 
     def check_folder() -> None:
-        _check_writable(out)
+        check_run_folder(out, resume)
+        start.created = _check_writable(out)
         if cfg.tensorboard:
             _summary_writer_class()
 
     # every rank has seen the folder as it was before rank 0 writes to it
     _on_main(ranks, check_folder)
     if ranks.is_main:  # before the free-space check: they may be what fills the disk
-        _remove_stale_temps(out)
+        remove_stale_temps(out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = _device(device_name)
@@ -696,7 +754,7 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
     parts = build_parts(cfg, dim, device, ranks, tuple(data.image_shape))
     _on_main(ranks, lambda: _check_free_space(out, _checkpoint_bytes(parts)))
     G = parts.modules.get("generator")
-    if isinstance(G, ConditionalDCGANGenerator) and not (resume and ck_path.exists()):
+    if isinstance(G, ConditionalDCGANGenerator) and not resume:
         # a conditional generator draws labels as often as the training set holds them
         G.set_class_counts(torch.bincount(data.train.y, minlength=G.n_classes).float())
     model = parts.modules["model"]
@@ -731,24 +789,43 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
         )
         return at
 
+    # the divergence guard's yardstick: each part's parameter norm as built from the seed (the
+    # same before every resume, so a resumed run judges growth as an uninterrupted one does)
+    init_norms = _norms(parts.modules)
     step = 0
     rollbacks = 0  # of the whole run, resumes included: max_rollbacks bounds them all
-    if resume and ck_path.exists():
-        ck = load_checkpoint(ck_path)
+    elapsed = 0.0  # seconds of training before this process, for the run's total time
+    if resume:
+        latest: list[dict[str, Any]] = []
+
+        def fall_back() -> None:
+            ck, note = load_latest(out)
+            if note:
+                print(f"steinebm: {note}", file=sys.stderr)
+            latest.append(ck)
+
+        _on_main(ranks, fall_back)  # rank 0 repairs the folder before the others read it
+        ck = latest[0] if latest else load_checkpoint(ck_path)
         diff = config_diff(ck["config"], cfg)
         if diff:
             raise UserError(f"cannot resume {out}: the config differs in {', '.join(diff)}; use the saved config.yaml")
         step = restore(ck)
         rollbacks = int(ck.get("rollbacks", 0))
+        elapsed = float(ck.get("elapsed", 0.0))
+        del ck, latest
+    if ranks.is_main and not resume:
+        start.wrote += [out / "metrics.jsonl", out / "config.yaml"]
+        if cfg.tensorboard and not (out / "tensorboard").exists():
+            start.wrote.append(out / "tensorboard")
     log = _Log(
         out / "metrics.jsonl",
-        keep_until_step=step if (resume and ck_path.exists()) else None,
+        keep_until_step=step if resume else None,
         enabled=ranks.is_main,
         tensorboard=out / "tensorboard" if cfg.tensorboard else None,
     )
     if ranks.is_main:
-        config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode()
-        _atomic_write(out / "config.yaml", lambda fh: fh.write(config_text))
+        config_text = (CONFIG_HEADER + yaml.safe_dump(cfg.to_dict(), sort_keys=False)).encode()
+        atomic_write(out / "config.yaml", lambda fh: fh.write(config_text))
 
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
@@ -760,9 +837,9 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
         if not ranks.is_main:
             return
         log.flush()  # the TensorBoard events are at least as far along as the checkpoint
-        _atomic_save(
+        save_checkpoint(
             {
-                "version": CHECKPOINT_VERSION,
+                "version": VERSION,
                 **{name: mod.state_dict() for name, mod in parts.modules.items()},
                 **{name: opt.state_dict() for name, opt in parts.optimizers.items()},
                 "step": step,
@@ -773,9 +850,11 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
                 "config": cfg.to_dict(),
                 "dim": dim,
                 "image_shape": list(data.image_shape),
+                "elapsed": time.time() - t0,
             },
             ck_path,
         )
+        start.saved = True
 
     def evaluate(epoch: float) -> dict[str, Any]:
         rec: dict[str, Any] = {"step": step, "epoch": epoch}
@@ -783,7 +862,9 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
             return rec
         if isinstance(model, GaussianBernoulliRBM) and model.n_hidden > EXACT_MAX_HIDDEN:
             # too many hidden units to enumerate: one AIS log Z (seeded by the step) for both splits
-            est = ais_log_partition(model, n_chains=100, n_betas=2_000, generator=torch.Generator().manual_seed(step))
+            # the chains are drawn on the model's device, so the generator must live there too
+            ais_rng = torch.Generator(device=device).manual_seed(step)
+            est = ais_log_partition(model, n_chains=100, n_betas=2_000, generator=ais_rng)
             rec["test_ll"] = mean_negative_energy(model, x_test) - est.log_z
             rec["val_ll"] = mean_negative_energy(model, x_val) - est.log_z
             rec["ll_stderr"], rec["ll_method"] = est.stderr, "ais"
@@ -792,6 +873,14 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
             rec["val_ll"] = average_log_likelihood(model, x_val)
         rec["time"] = time.time() - t0
         log.write(rec)
+        if not cfg.progress:  # no bar: one line per evaluation shows the run is alive
+            ll = f", test_ll {rec['test_ll']:.2f}" if "test_ll" in rec else ""
+            print(
+                f"{cfg.method} seed {cfg.seed}: epoch {epoch:.4g}/{cfg.epochs}, step {step}/{total_steps}{ll}, "
+                f"{rec['time']:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
         return rec
 
     def logged_eval(at: int) -> dict[str, Any]:
@@ -815,7 +904,7 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
         log.write({"step": at, "rollback": rollbacks, "diverged_at": failed_step, **lrs(), "reason": reason})
         return at
 
-    t0 = time.time()
+    t0 = time.time() - elapsed  # the run's clock, across resumes
     last_eval: dict[str, Any] = {}
     if resume:  # the evaluation already logged at the checkpoint's step, if any
         last_eval = logged_eval(step)
@@ -843,6 +932,14 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
                 loss, stats = parts.step(x_pos, rng, y_pos)
                 if not _all_finite(parts.modules):
                     raise DivergenceError("non-finite parameters after the update")
+                after = step + 1
+                if (
+                    after % cfg.log_every == 0
+                    or after % steps_per_epoch == 0
+                    or (cfg.checkpoint_every and after % cfg.checkpoint_every == 0)
+                    or after == total_steps
+                ):  # before anything is logged or saved: a finite blow-up is caught too
+                    _check_growth(parts.modules, init_norms, cfg.diverge_growth)
             except DivergenceError as e:
                 if cfg.on_divergence != "rollback" or rollbacks >= cfg.max_rollbacks:
                     raise
@@ -881,7 +978,10 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
             hint = "start a new out_dir with a lower lr or sampler step size, or resume with a larger max_rollbacks"
         else:
             tried = ""
-            hint = "resume it with on_divergence=rollback, or start a new out_dir with a lower lr or sampler step size"
+            hint = (
+                f"resume it with `steinebm resume {out} on_divergence=rollback`, or start a new out_dir with a "
+                "lower lr or sampler step size"
+            )
         raise DivergenceError(
             f"training diverged at step {failed_step}{tried}: {e}; the last good checkpoint is {ck_path} "
             f"(step {last}); {hint}"
