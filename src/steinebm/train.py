@@ -831,8 +831,12 @@ def _train(
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
 
+    saved_at = step if resume else -1  # the step of the newest checkpoint
+
     def save() -> None:
         # a collective: every rank calls save()
+        nonlocal saved_at
+        saved_at = step  # on every rank, so that all of them skip or take the same saves
         gathered: list[Any] = ranks.gather_objects((rng.get_state(), loss_sum, loss_n))
         if not ranks.is_main:
             return
@@ -969,7 +973,8 @@ def _train(
                 save()
         if not last_eval or last_eval["step"] != step:
             last_eval = evaluate(step / steps_per_epoch)
-        save()
+        if saved_at != step:  # a second save of the same step would push out the previous checkpoint
+            save()
     except DivergenceError as e:
         last = load_checkpoint(ck_path)["step"] if ck_path.exists() else None
         if cfg.on_divergence == "rollback":
