@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"steinebm: {e}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
-        print("steinebm: interrupted; the last checkpoint is kept (resume with --resume)", file=sys.stderr)
+        print("steinebm: interrupted; the last checkpoint is kept (continue: steinebm resume RUN_DIR)", file=sys.stderr)
         return 130
 
 
