@@ -38,6 +38,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "gen_kernel": (*KERNELS, "feature"),
     "median_over": ("pairs", "all"),
     "log_term": ("m", "m+1"),
+    "median_of": ("distance", "squared"),
+    "gen_loss": ("mean", "sum"),
+    "gen_batchnorm": ("affine", "plain"),
+    "gen_bn_stats": ("running", "batch"),
     "normalize": ("m", "kernel_sum"),
     "steincd_optimizer": ("shared", "own"),
     "feature_repulsion": ("exact", "nearest"),
@@ -84,6 +88,7 @@ class Config:
     bandwidth: Any = "median"  # "median" or a positive float
     median_over: str = "pairs"  # pairs | all
     log_term: str = "m"  # m | m+1
+    median_of: str = "distance"  # distance (med^2) | squared (median of squared distances, the authors' code)
     normalize: str = "m"  # m | kernel_sum
     sm_probes: int = 1  # Hyvarinen score matching: Hutchinson probes (0 = exact trace)
     # generators: SteinGAN / SteinCD-GAN(alpha) (Algorithm 2), amortized SVGD, DCGAN
@@ -91,6 +96,13 @@ class Config:
     gen_lr: float = 3e-4
     gen_beta1: float = 0.5
     gen_weight_decay: float = 0.0
+    gen_loss: str = "mean"  # the generator's surrogate over the batch: mean (Eq. 21) | sum (the authors' code)
+    # the MNIST generator as the authors wrote it: no biases, BatchNorm without scale and shift
+    # ("plain"), batch statistics at sampling time too ("batch"), and their BatchNorm epsilon
+    gen_bias: bool = True
+    gen_batchnorm: str = "affine"  # affine | plain
+    gen_bn_stats: str = "running"  # running | batch
+    gen_bn_eps: float = 1e-5
     # kernel of the generator's SVGD direction: rbf | imq | constant (no repulsion) | feature (RBF on
     # the energy's encoder code, bandwidth 0.5 med / log m; autoencoder and joint energies)
     gen_kernel: str = "rbf"
@@ -178,6 +190,8 @@ class Config:
             raise bad("alpha", "must be in [0, 1]")
         if not (self.diverge_growth == 0.0 or 1.0 < self.diverge_growth < math.inf):
             raise bad("diverge_growth", "must be 0 (off) or a finite number > 1")
+        if not 0.0 < self.gen_bn_eps < 1.0:
+            raise bad("gen_bn_eps", "must be in (0, 1)")
         if not 0.0 < self.rollback_lr_factor < 1.0:
             raise bad("rollback_lr_factor", "must be in (0, 1): a rollback lowers the learning rate")
         if self.gamma_adaptive is not None and not self.gamma <= self.gamma_adaptive < 1.0:

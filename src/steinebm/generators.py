@@ -35,7 +35,7 @@ def init_normal_002(module: nn.Module) -> None:
             nn.init.normal_(mod.weight, 0.0, 0.02)
             if mod.bias is not None:
                 nn.init.zeros_(mod.bias)
-        elif isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        elif isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)) and mod.affine:
             nn.init.normal_(mod.weight, 1.0, 0.02)
             nn.init.zeros_(mod.bias)
 
@@ -48,28 +48,54 @@ def count_parameters(module: nn.Module) -> int:
 class MNISTGenerator(nn.Module):
     """The authors' MNIST generator: xi ~ U(-1, 1)^100 -> 28 x 28 image in [0, 1].
 
+    The defaults are a PyTorch DCGAN generator of that shape. The authors' own network
+    (``rbm_adv.py``) differs in three ways, each an option:
+
+    - ``bias=False``: no bias in any linear or transposed-convolution layer;
+    - ``batchnorm="plain"``: BatchNorm without the learnable scale and shift;
+    - ``bn_stats="batch"``: BatchNorm always normalises by the batch's own statistics, at
+      sampling time too (their ``batchnorm`` keeps no running averages), so a sample depends
+      on the batch it is drawn with; ``bn_eps`` is their 1e-8 rather than torch's 1e-5.
+
     >>> import torch
     >>> G = MNISTGenerator()
     >>> G(G.sample_noise(3)).shape
     torch.Size([3, 1, 28, 28])
+    >>> A = MNISTGenerator(bias=False, batchnorm="plain", bn_stats="batch", bn_eps=1e-8)
+    >>> sum(p.numel() for p in A.parameters()) == 100 * 1024 + 1024 * 6272 + 128 * 64 * 25 + 64 * 25
+    True
     """
 
-    def __init__(self, noise_dim: int = 100, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        noise_dim: int = 100,
+        generator: torch.Generator | None = None,
+        bias: bool = True,
+        batchnorm: str = "affine",
+        bn_stats: str = "running",
+        bn_eps: float = 1e-5,
+    ) -> None:
         super().__init__()
+        if batchnorm not in ("affine", "plain"):
+            raise ValueError(f"batchnorm must be 'affine' or 'plain', got {batchnorm!r}")
+        if bn_stats not in ("running", "batch"):
+            raise ValueError(f"bn_stats must be 'running' or 'batch', got {bn_stats!r}")
         self.noise_dim = noise_dim
+        # without running statistics a BatchNorm uses the batch's own in eval mode too
+        bn: dict[str, Any] = dict(eps=bn_eps, affine=batchnorm == "affine", track_running_stats=bn_stats == "running")
         self.fc = nn.Sequential(
-            nn.Linear(noise_dim, 1024),  # m 1024
-            nn.BatchNorm1d(1024),
+            nn.Linear(noise_dim, 1024, bias=bias),  # m 1024
+            nn.BatchNorm1d(1024, **bn),
             nn.ReLU(inplace=True),
-            nn.Linear(1024, 128 * 7 * 7),  # m 6272
-            nn.BatchNorm1d(128 * 7 * 7),
+            nn.Linear(1024, 128 * 7 * 7, bias=bias),  # m 6272
+            nn.BatchNorm1d(128 * 7 * 7, **bn),
             nn.ReLU(inplace=True),
         )
         self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(128, 64, 5, stride=2, padding=2, output_padding=1),  # m 64 14 14
-            nn.BatchNorm2d(64),
+            nn.ConvTranspose2d(128, 64, 5, stride=2, padding=2, output_padding=1, bias=bias),  # m 64 14 14
+            nn.BatchNorm2d(64, **bn),
             nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(64, 1, 5, stride=2, padding=2, output_padding=1),  # m 1 28 28
+            nn.ConvTranspose2d(64, 1, 5, stride=2, padding=2, output_padding=1, bias=bias),  # m 1 28 28
             nn.Sigmoid(),
         )
         with torch.random.fork_rng(devices=[]):

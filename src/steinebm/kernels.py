@@ -35,21 +35,28 @@ __all__ = [
 
 MedianOver = Literal["pairs", "all"]
 LogTerm = Literal["m", "m+1"]
+MedianOf = Literal["distance", "squared"]
 
 
 def pairwise_sq_dists(x: Tensor, centred: bool = False) -> Tensor:
     """Squared Euclidean distances ``D[i, j] = ||x_i - x_j||^2`` of x (m, d) -> (m, m).
 
-    One matmul (the ``-2 x x^T`` expansion) on the centred points; clamped at 0 and with an
-    exact zero diagonal, since cancellation leaves rounding residues there.
+    One matmul (the ``-2 x x^T`` expansion) on the centred points; entries within the
+    expansion's rounding of zero (negative ones included) are set to 0, and the diagonal is
+    exactly zero, since cancellation leaves rounding residues there.
     """
     # Centring first keeps the expansion accurate for a tight cloud far from the origin
     # (distances are translation invariant; the rounding of ||x||^2 is not).
     if not centred:
         x = x - x.mean(0)
     sq = (x * x).sum(1)  # m
-    d2 = torch.addmm(sq.unsqueeze(1) + sq.unsqueeze(0), x, x.T, alpha=-2.0)  # m m
-    return d2.clamp_(min=0.0).fill_diagonal_(0.0)
+    norms = sq.unsqueeze(1) + sq.unsqueeze(0)  # m m
+    d2 = torch.addmm(norms, x, x.T, alpha=-2.0)  # m m
+    # Coincident points leave a residue of the expansion's rounding (~eps |x|^2) instead of 0;
+    # the median rule takes a square root of it (a relative error of sqrt(eps)), so anything
+    # within that rounding is zero.
+    tiny = norms.mul_(4.0 * torch.finfo(x.dtype).eps)
+    return d2.masked_fill_(d2 <= tiny, 0.0).fill_diagonal_(0.0)
 
 
 def _middle_pair(values: Tensor) -> tuple[Tensor, Tensor]:
@@ -99,6 +106,7 @@ def median_bandwidth(
     log_term: LogTerm = "m",
     scale: float = 1.0,
     power: int = 2,
+    median_of: MedianOf = "distance",
 ) -> Tensor:
     """The median heuristic for the RBF bandwidth ``h`` in ``k = exp(-||x - x'||^2 / h)``.
 
@@ -114,6 +122,10 @@ def median_bandwidth(
     the pairwise distance"); ``"all"`` takes all m^2 entries, zero diagonal included, as the
     original SVGD code does (that code takes the median of the *squared* distances, which differs
     from med^2 only when the count is even: here the two middle distances are averaged).
+    ``median_of="squared"`` (with ``power=2`` only) takes the median of the squared distances
+    themselves, the two middle *squared* values averaged, as that code does: with
+    ``median_over="all"``, ``log_term="m+1"`` this is the authors' SteinGAN kernel
+    ``k = exp(-H / (2 h^2))``, ``h^2 = 0.5 median(H) / log(m + 1)``, H the m x m squared distances.
     ``power=1, scale=0.5`` gives Section 5.2's feature-kernel
     rule ``h = 0.5 med / log m``.
 
@@ -134,14 +146,21 @@ def median_bandwidth(
         # squared distances are ordered like distances; for an even count numpy's median
         # averages the two middle *distances*
         lo, hi = _middle_pair(vals)
-        med = 0.5 * (lo.sqrt() + hi.sqrt())
+        if median_of == "squared":
+            if power != 2:
+                raise ValueError("median_of='squared' goes with power=2 (a bandwidth on squared distances)")
+            med_pow = 0.5 * (lo + hi)
+        elif median_of == "distance":
+            med_pow = (0.5 * (lo.sqrt() + hi.sqrt())) ** power
+        else:
+            raise ValueError(f"median_of must be 'distance' or 'squared', got {median_of!r}")
         if log_term == "m":
             denom = math.log(m)
         elif log_term == "m+1":
             denom = math.log(m + 1)
         else:
             raise ValueError(f"log_term must be 'm' or 'm+1', got {log_term!r}")
-        return (scale * med**power / denom).clamp_(min=1e-12)
+        return (scale * med_pow / denom).clamp_(min=1e-12)
 
 
 class Kernel:
@@ -175,6 +194,8 @@ class RBF(Kernel):
             fixed positive float h.
         median_over: ``"pairs"`` (i < j, the paper) or ``"all"`` (m^2 entries).
         log_term: ``"m"`` (the paper) or ``"m+1"`` (the original SVGD code).
+        median_of: ``"distance"`` (med^2 of the median distance) or ``"squared"`` (the median
+            of the squared distances, as the authors' code).
 
     The repulsive term has a closed form: ``grad_{x_j} k(x_j, x_i) = -2/h (x_j - x_i) K[j,i]``,
     so ``R = 2/h (x * K.sum(0)[:, None] - K^T x)``.
@@ -194,7 +215,11 @@ class RBF(Kernel):
         bandwidth: str | float = "median",
         median_over: MedianOver = "pairs",
         log_term: LogTerm = "m",
+        median_of: MedianOf = "distance",
     ) -> None:
+        if median_of not in ("distance", "squared"):
+            raise ValueError(f"median_of must be 'distance' or 'squared', got {median_of!r}")
+        self.median_of: MedianOf = median_of
         if isinstance(bandwidth, str):
             if bandwidth != "median":
                 raise ValueError(f"bandwidth must be 'median' or a positive number, got {bandwidth!r}")
@@ -216,7 +241,7 @@ class RBF(Kernel):
 
     def h(self, sq_dists: Tensor) -> Tensor:
         if self.bandwidth == "median":
-            return median_bandwidth(sq_dists, self.median_over, self.log_term)
+            return median_bandwidth(sq_dists, self.median_over, self.log_term, median_of=self.median_of)
         return sq_dists.new_tensor(float(self.bandwidth))
 
     def gram_and_repulsion(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -111,11 +111,17 @@ class SVGD:
         return x
 
 
-def amortized_svgd_loss(x_generated: Tensor, phi: Tensor) -> Tensor:
+def amortized_svgd_loss(x_generated: Tensor, phi: Tensor, reduction: str = "mean") -> Tensor:
     """A surrogate whose gradient in the generator's parameters eta is
     ``-1/m sum_i dG(xi_i; eta)/d eta^T phi(x_i)`` (Eq. 21): minimising it moves G along phi.
+    ``reduction="sum"`` drops the 1/m, as the authors' code does (under Adam nearly neutral; it
+    changes the balance against an L2 term added to the gradient).
 
     ``phi`` is held constant (detached); ``x_generated = G(xi; eta)`` carries the graph.
     """
-    m = x_generated.shape[0]
-    return -(x_generated * phi.detach()).sum() / m
+    total = -(x_generated * phi.detach()).sum()
+    if reduction == "sum":
+        return total
+    if reduction != "mean":
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    return total / x_generated.shape[0]

@@ -107,7 +107,7 @@ def build_kernel(cfg: Config, name: str | None = None, model: nn.Module | None =
             raise UserError("gen_kernel=feature needs an energy with an encoder (model=autoencoder or joint)")
         return FeatureKernel(_feature_codes(model, cfg.feature_codes), repulsion=cfg.feature_repulsion)
     if name == "rbf":
-        return RBF(cfg.bandwidth, cfg.median_over, cfg.log_term)  # type: ignore[arg-type]
+        return RBF(cfg.bandwidth, cfg.median_over, cfg.log_term, cfg.median_of)  # type: ignore[arg-type]
     if name == "imq":
         return IMQ(bandwidth=cfg.bandwidth)
     return ConstantKernel()
@@ -208,7 +208,9 @@ def build_generator(
     shape = tuple(image_shape) if image_shape is not None else MNIST_SHAPE
     conditional = cfg.model == "joint" or cfg.conditional
     if shape == MNIST_SHAPE and not conditional:
-        return MNISTGenerator(cfg.noise_dim, generator=generator)
+        return MNISTGenerator(
+            cfg.noise_dim, generator, cfg.gen_bias, cfg.gen_batchnorm, cfg.gen_bn_stats, cfg.gen_bn_eps
+        )
     side, channels = _image_net_size(shape, "the generator")
     ngf = cfg.gen_width or 128
     if conditional:
@@ -347,7 +349,11 @@ def build_parts(
                 "the model settings and the data must match that run"
             ) from None
         model.requires_grad_(False)
-        amortized = AmortizedSVGD(build_kernel(cfg, cfg.gen_kernel, model), cfg.normalize)  # type: ignore[arg-type]
+        amortized = AmortizedSVGD(
+            build_kernel(cfg, cfg.gen_kernel, model),
+            cfg.normalize,  # type: ignore[arg-type]
+            cfg.gen_loss,
+        )
 
         def generator_step(x_pos: Tensor, rng: torch.Generator, y_pos: Tensor | None = None) -> StepOut:
             x_gen, y_gen = generate(rng)
@@ -368,6 +374,7 @@ def build_parts(
         build_kernel(cfg),
         cfg.normalize,  # type: ignore[arg-type]
         cfg.gamma_raise_when,  # type: ignore[arg-type]
+        cfg.gen_loss,
     )
 
     optimizers: dict[str, torch.optim.Optimizer] = {"optimizer": opt, "gen_optimizer": opt_g}

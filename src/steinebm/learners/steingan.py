@@ -24,14 +24,18 @@ class AmortizedSVGD:
     (the paper's "without kernel" ablation, amortized MAP), phi is the score (mean score).
     """
 
-    def __init__(self, kernel: Kernel | None = None, normalize: Normalize = "m") -> None:
+    def __init__(self, kernel: Kernel | None = None, normalize: Normalize = "m", reduction: str = "mean") -> None:
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         self.kernel = kernel if kernel is not None else RBF()
         self.normalize: Normalize = normalize
+        self.reduction = reduction  # "sum": the authors' code's generator loss (no 1/m)
 
     def loss(self, energy: nn.Module, x_gen: Tensor) -> tuple[Tensor, dict[str, float]]:
         x = x_gen.detach()
         phi = svgd_direction(x, score(energy, x), self.kernel, self.normalize)
-        return amortized_svgd_loss(x_gen, phi), {"phi_norm": float(phi.flatten(1).norm(dim=1).mean())}
+        loss = amortized_svgd_loss(x_gen, phi, self.reduction)
+        return loss, {"phi_norm": float(phi.flatten(1).norm(dim=1).mean())}
 
 
 class SteinGAN:
@@ -63,6 +67,7 @@ class SteinGAN:
         cd_kernel: Kernel | None = None,
         normalize: Normalize = "m",
         gamma_raise_when: str = "real_energy_higher",
+        gen_loss: str = "mean",
     ) -> None:
         if not 0.0 <= gamma < 1.0:
             raise ValueError(f"gamma must be in [0, 1), got {gamma}")
@@ -77,7 +82,7 @@ class SteinGAN:
                 f"gamma_raise_when must be 'real_energy_higher' or 'real_energy_lower', got {gamma_raise_when!r}"
             )
         self.gamma_raise_when = gamma_raise_when
-        self.generator_update = AmortizedSVGD(kernel, normalize)
+        self.generator_update = AmortizedSVGD(kernel, normalize, gen_loss)
         self.gamma, self.gamma_adaptive, self.alpha, self.epsilon = gamma, gamma_adaptive, alpha, epsilon
         self.steincd = SteinCD(epsilon, cd_kernel, normalize)  # the negatives of a SteinCD step
         self.normalize: Normalize = normalize
