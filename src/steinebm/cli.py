@@ -88,12 +88,16 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=["test", "val", "train"], default="test")
     e.add_argument(
         "--method",
-        choices=["auto", "exact", "ais"],
+        choices=["auto", "exact", "ais", "hais"],
         default="auto",
-        help="log Z by enumeration (exact) or annealed importance sampling (ais); auto: exact up to 24 hidden units",
+        help="log Z by enumeration (exact), annealed importance sampling (ais), or the authors' Hamiltonian AIS "
+        "in x-space (hais, Wu et al. 2017); auto: exact up to 24 hidden units",
     )
-    e.add_argument("--ais-chains", type=int, default=100, help="AIS chains (default 100)")
-    e.add_argument("--ais-steps", type=int, default=10_000, help="AIS annealing steps (default 10000)")
+    e.add_argument("--ais-chains", type=int, default=100, help="AIS chains (hais: per group) (default 100)")
+    e.add_argument(
+        "--ais-steps", type=int, default=10_000, help="AIS annealing steps (hais: temperatures) (default 10000)"
+    )
+    e.add_argument("--hais-groups", type=int, default=100, help="hais: independent groups of chains (default 100)")
     e.add_argument("--seed", type=int, default=0, help="seed of the AIS chains")
 
     s = add("sample", "Draw images from a trained model and save them as a PNG grid.")
@@ -257,7 +261,11 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     x = getattr(data, a.split).x
     _positive("ais-chains", a.ais_chains)
     _positive("ais-steps", a.ais_steps)
-    est = log_likelihood(model, x, a.method, a.ais_chains, a.ais_steps, generator=torch.Generator().manual_seed(a.seed))
+    _positive("hais-groups", a.hais_groups)
+    if a.method == "hais" and a.ais_steps < 2:
+        raise UserError("--ais-steps must be >= 2 with --method hais (the temperatures include 0 and 1)")
+    rng = torch.Generator().manual_seed(a.seed)
+    est = log_likelihood(model, x, a.method, a.ais_chains, a.ais_steps, generator=rng, hais_groups=a.hais_groups)
     print(
         json.dumps(
             {
