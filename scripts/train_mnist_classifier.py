@@ -1,12 +1,17 @@
-"""Trains the MNIST classifier of the inception score and writes src/steinebm/assets/mnist-classifier.pt.
+"""Trains an MNIST classifier of the inception score and writes it into src/steinebm/assets/.
 
-    python scripts/train_mnist_classifier.py --data-dir /path/to/mnist
+    python scripts/train_mnist_classifier.py --data-dir /path/to/mnist               # mnist-classifier.pt
+    python scripts/train_mnist_classifier.py --data-dir /path/to/mnist --arch lenet  # mnist-lenet.pt
+
+``--arch cnn`` (the default) is :class:`steinebm.inception.MNISTClassifier`; ``--arch lenet`` the
+independently trained second classifier :class:`steinebm.inception.MNISTLeNet`, whose defaults
+differ in every choice (seed 1, SGD with momentum, no shifts, 4 epochs).
 
 Trains :class:`steinebm.inception.MNISTClassifier` on the 50,000 training images of
 ``steinebm.data.load_mnist`` (the validation and test images are never trained on), seeded, with
 Adam, a linearly decaying learning rate and random shifts of up to +-2 pixels. Reports validation
 and test accuracy, saves a plain float32 ``state_dict`` (loadable with ``weights_only=True``) and
-prints its size and sha256, which belongs in ``MNIST_CLASSIFIER_SHA256`` of
+prints its size and sha256, which belongs in ``MNIST_CLASSIFIER_SHA256`` (``MNIST_LENET_SHA256``) of
 ``src/steinebm/inception.py``.
 """
 
@@ -23,10 +28,15 @@ import torch
 from torch import Tensor, nn
 
 from steinebm.data import load_mnist
-from steinebm.inception import MNISTClassifier, classifier_accuracy
+from steinebm.inception import MNISTClassifier, MNISTLeNet, classifier_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "src" / "steinebm" / "assets" / "mnist-classifier.pt"
+ASSETS = ROOT / "src" / "steinebm" / "assets"
+# each architecture's own defaults: seed, epochs, batch size, learning rate, shifts, optimizer, file
+ARCHS = {
+    "cnn": dict(seed=0, epochs=6, batch_size=128, lr=2e-3, max_shift=2, optimizer="adam", out="mnist-classifier.pt"),
+    "lenet": dict(seed=1, epochs=4, batch_size=64, lr=0.05, max_shift=0, optimizer="sgd", out="mnist-lenet.pt"),
+}
 
 
 def random_shift(x: Tensor, max_shift: int, gen: torch.Generator) -> Tensor:
@@ -46,14 +56,19 @@ def random_shift(x: Tensor, max_shift: int, gen: torch.Generator) -> Tensor:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=None, help="folder with the four MNIST files (default: STEINEBM_DATA)")
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--max-shift", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--arch", choices=sorted(ARCHS), default="cnn")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--max-shift", type=int)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--optimizer", choices=["adam", "sgd"], help="sgd: momentum 0.9, weight decay 5e-4")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    for key, value in ARCHS[args.arch].items():  # the architecture's defaults where not given
+        if getattr(args, key) is None:
+            setattr(args, key, ASSETS / value if key == "out" else value)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -63,10 +78,14 @@ def main() -> None:
     x_train = ds.train.x.reshape(-1, 1, 28, 28)
     y_train = ds.train.y
 
-    model = MNISTClassifier()
+    model: nn.Module = MNISTClassifier() if args.arch == "cnn" else MNISTLeNet()
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"MNISTClassifier: {n_params} parameters", flush=True)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    print(f"{type(model).__name__}: {n_params} parameters; {vars(args)}", flush=True)
+    opt: torch.optim.Optimizer
+    if args.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
     steps_per_epoch = (x_train.shape[0] + args.batch_size - 1) // args.batch_size
     total = args.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - step / total)

@@ -552,3 +552,33 @@ def test_cifar10_real_images_score_far_above_noise(cifar10_test_2000):
     noise, _ = inception_score(torch.rand(400, 3072, generator=torch.Generator().manual_seed(0)), "cifar10", n_splits=2)
     assert real > 6.0
     assert noise < 3.0
+
+
+LENET_ASSET = ASSET.with_name("mnist-lenet.pt")
+
+
+def test_second_mnist_classifier_checksum_provenance_and_accuracy(mnist_test):
+    """The second classifier: checksummed, documented, another architecture, and accurate by
+    an independent count of its correct predictions."""
+    data = LENET_ASSET.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    assert digest == inception.MNIST_LENET_SHA256 != inception.MNIST_CLASSIFIER_SHA256
+    assert digest in LENET_ASSET.with_suffix(".md").read_text()
+    assert len(data) < 3 * 1024 * 1024
+    lenet = load_classifier("mnist-lenet")
+    assert isinstance(lenet, inception.MNISTLeNet) and not lenet.training
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lenet.modules())
+    with torch.no_grad():
+        pred = lenet(mnist_test.x).argmax(1).numpy()
+    assert float(np.mean(pred == mnist_test.y.numpy())) >= 0.985
+    # the two classifiers are not one network twice: they disagree on some noise images
+    noise = torch.rand(200, 784, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = load_classifier("mnist")(noise).argmax(1), lenet(noise).argmax(1)
+    assert bool((a != b).any())
+
+
+def test_second_mnist_classifier_tampered_file_is_refused(monkeypatch):
+    monkeypatch.setattr(inception, "MNIST_LENET_SHA256", "0" * 64)
+    with pytest.raises(UserError, match="sha256"):
+        load_classifier("mnist-lenet")
