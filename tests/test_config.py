@@ -143,6 +143,8 @@ BAD: list[tuple[str, object, str, dict]] = [
     ("energy_from", None, "energy model", {"method": "amortized-svgd"}),
     ("energy_from", 5, "a path or null", {}),
     ("n_train", -1, ">= 0", {}),
+    ("eval_samples", 5, ">= 10 with a method that trains a generator", {"method": "steingan"}),
+    ("eval_samples", 100, ">= 10 with a method that trains a generator", {}),
     ("eval_every", -1, ">= 0", {}),
     ("checkpoint_every", -5, ">= 0", {}),
     ("checkpoint_every", 0.5, "an integer", {}),

@@ -124,6 +124,9 @@ class Config:
     # the loop
     n_train: int = 0  # use only the first n training images (0 = all)
     eval_every: int = 1  # epochs between log-likelihood evaluations (0 = only at the end)
+    # MNIST generators: at each evaluation, score this many generated images under both MNIST
+    # classifiers, and the first 100 as a 10 x 10 grid (saved in out_dir/samples/); 0 = off
+    eval_samples: int = 0
     checkpoint_every: int = 0  # steps between checkpoints (0 = at the end of every epoch)
     log_every: int = 50  # steps between training-loss log lines
     max_steps: int = 0  # stop after this many steps in all (0 = no limit; smoke runs)
@@ -190,6 +193,8 @@ class Config:
             raise bad("alpha", "must be in [0, 1]")
         if not (self.diverge_growth == 0.0 or 1.0 < self.diverge_growth < math.inf):
             raise bad("diverge_growth", "must be 0 (off) or a finite number > 1")
+        if self.eval_samples and (self.eval_samples < 10 or self.method not in GENERATOR_METHODS):
+            raise bad("eval_samples", "must be 0, or >= 10 with a method that trains a generator")
         if not 0.0 < self.gen_bn_eps < 1.0:
             raise bad("gen_bn_eps", "must be in (0, 1)")
         if not 0.0 < self.rollback_lr_factor < 1.0:

@@ -83,6 +83,7 @@ RESUMABLE_CHANGES = {
     "threads",
     "max_steps",
     "eval_every",
+    "eval_samples",
     "log_every",
     "data_dir",
     "out_dir",
@@ -502,7 +503,7 @@ class _Log:
 
 # what a steinebm start leaves in its run folder before the first checkpoint (a failed start
 # removes these again; a kill can leave them): such a folder may be started afresh
-_START_FILES = {"config.yaml", "metrics.jsonl", "tensorboard"}
+_START_FILES = {"config.yaml", "metrics.jsonl", "tensorboard", "samples"}
 # the first line of every config.yaml steinebm writes: tells its own file from a user's
 CONFIG_HEADER = "# steinebm run config: `steinebm resume RUN_DIR` continues this run\n"
 
@@ -761,6 +762,8 @@ def _train(
     parts = build_parts(cfg, dim, device, ranks, tuple(data.image_shape))
     _on_main(ranks, lambda: _check_free_space(out, _checkpoint_bytes(parts)))
     G = parts.modules.get("generator")
+    if cfg.eval_samples and not isinstance(G, MNISTGenerator):
+        raise UserError("eval_samples scores an unconditional MNIST generator's images: set eval_samples=0 here")
     if isinstance(G, ConditionalDCGANGenerator) and not resume:
         # a conditional generator draws labels as often as the training set holds them
         G.set_class_counts(torch.bincount(data.train.y, minlength=G.n_classes).float())
@@ -822,8 +825,7 @@ def _train(
         del ck, latest
     if ranks.is_main and not resume:
         start.wrote += [out / "metrics.jsonl", out / "config.yaml"]
-        if cfg.tensorboard and not (out / "tensorboard").exists():
-            start.wrote.append(out / "tensorboard")
+        start.wrote += [out / name for name in ("tensorboard", "samples") if not (out / name).exists()]
     log = _Log(
         out / "metrics.jsonl",
         keep_until_step=step if resume else None,
@@ -882,6 +884,8 @@ def _train(
         elif hasattr(model, "log_partition"):
             rec["test_ll"] = average_log_likelihood(model, x_test)
             rec["val_ll"] = average_log_likelihood(model, x_val)
+        if cfg.eval_samples and G is not None:
+            rec.update(_score_generator(G, cfg.eval_samples, out / "samples" / f"step-{step:07d}.png"))
         rec["time"] = time.time() - t0
         log.write(rec)
         if not cfg.progress:  # no bar: one line per evaluation shows the run is alive
@@ -1002,6 +1006,27 @@ def _train(
         bar.close()
         log.close()
     return last_eval
+
+
+def _score_generator(G: nn.Module, n: int, grid_png: Path) -> dict[str, float]:
+    """``n`` images from seeded noise scored under both MNIST classifiers, and the first 100 as
+    a 10 x 10 grid (scored as one split, and saved to ``grid_png``). The generator's mode is
+    left as it was."""
+    from .plots import save_image_grid
+    from .sample_scores import generated_images, grid_scores, score_images
+
+    was = G.training
+    G.eval()
+    try:
+        x = generated_images(G, n, seed=0, batch_size=min(n, 1000))
+    finally:
+        G.train(was)
+    scores = score_images(x)
+    if n >= 100:
+        scores.update(grid_scores(x))
+        grid_png.parent.mkdir(exist_ok=True)
+        save_image_grid(x[:100], grid_png, MNIST_SHAPE, nrow=10)
+    return scores
 
 
 def _progress(total: int, initial: int, enabled: bool, desc: str) -> Any:
