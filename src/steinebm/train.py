@@ -52,6 +52,7 @@ from .kernels import IMQ, RBF, ConstantKernel, FeatureKernel, Kernel
 from .learners import CD, HyvarinenScoreMatching, Learner, SteinCD, SteinScoreMatching, SymmetricSteinCD
 from .learners.steingan import AmortizedSVGD, DCGANLoss, SteinGAN
 from .metrics import EXACT_MAX_HIDDEN, average_log_likelihood, mean_negative_energy
+from .provenance import check_same_data, record_data
 
 __all__ = [
     "train",
@@ -81,6 +82,7 @@ RESUMABLE_CHANGES = {
     "rollback_lr_factor",
     "max_rollbacks",
     "tensorboard",
+    "data_fingerprint",  # recorded from the data itself; provenance.check_same_data compares it
 }
 # the metrics.jsonl key of each optimizer's learning rate in a rollback record
 LR_KEYS = {"optimizer": "lr", "gen_optimizer": "gen_lr", "cd_optimizer": "cd_lr"}
@@ -684,6 +686,7 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
     device = _device(device_name)
 
     data = dataset if dataset is not None else load_config_dataset(cfg)
+    cfg = record_data(cfg, data)  # the data's name and fingerprint, kept in config.yaml and the checkpoint
     x_train = data.train.x[: cfg.n_train] if cfg.n_train else data.train.x
     y_train = data.train.y[: x_train.shape[0]].to(device)
     x_train = x_train.to(device)
@@ -735,6 +738,7 @@ def _train(cfg: Config, resume: bool, dataset: Dataset | None, ranks: Ranks, dev
     rollbacks = 0  # of the whole run, resumes included: max_rollbacks bounds them all
     if resume and ck_path.exists():
         ck = load_checkpoint(ck_path)
+        check_same_data(ck["config"], str(cfg.data_fingerprint), f"cannot resume {out}")
         diff = config_diff(ck["config"], cfg)
         if diff:
             raise UserError(f"cannot resume {out}: the config differs in {', '.join(diff)}; use the saved config.yaml")
