@@ -167,6 +167,14 @@ def test_reproduce_fig1a_on_an_idx_folder_and_not_on_changed_data(tmp_path, caps
     assert code == 2 and "holds a run made on other data" in _one_line_error(err)
 
 
+def test_reproduce_with_missing_data_creates_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["reproduce", "fig1a", "--dataset", "idx", "--data-dir", str(tmp_path / "nowhere"), "--out", str(out)]
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and "IDX folder" in _one_line_error(err)
+    assert not out.exists() and not (tmp_path / "nowhere").exists()
+
+
 @pytest.mark.parametrize("figure", ["fig1b", "fig1c", "fig1d"])
 def test_generator_figures_refuse_data_the_mnist_classifier_cannot_score(tmp_path, capsys, figure):
     out = tmp_path / "out"

@@ -173,12 +173,12 @@ def fig1a(
     from .plots import plot_curves
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(dataset, data_dir)  # fail early, with a clear message, if data is missing
     labels = methods or list(FIG1A_METHODS)
     for lab in labels:
         if lab not in FIG1A_METHODS:
             raise UserError(f"unknown method {lab!r}; choose from {', '.join(FIG1A_METHODS)}")
+    out.mkdir(parents=True, exist_ok=True)  # only once the input is known to be good
     base = Config(dataset=dataset, data_dir=data_dir, epochs=epochs, n_train=n_train, progress=jobs <= 1)
 
     def cfg_for(label: str, setting: dict[str, Any], seed: int, folder: str) -> Config:
@@ -437,8 +437,8 @@ def fig1b(
 
     _mnist_only(dataset, "fig1b")
     out = Path(out)
+    data = load_dataset(dataset, data_dir)  # fail early with a clear message, before anything is created
     out.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(dataset, data_dir)  # fail early with a clear message
     base = Config(
         dataset=dataset,
         data_dir=data_dir,
@@ -682,8 +682,8 @@ def fig1cd(
         raise UserError(f"unknown figure {which!r}")
     _mnist_only(dataset, which)
     out = Path(out or f"runs/{which}")
+    load_dataset(dataset, data_dir)  # before anything is created
     out.mkdir(parents=True, exist_ok=True)
-    load_dataset(dataset, data_dir)
     base = Config(
         dataset=dataset, data_dir=data_dir, epochs=epochs, n_train=n_train, eval_every=0, device=device, **STEINGAN_RBM
     )  # type: ignore[arg-type]
