@@ -34,6 +34,7 @@ MODULES = [
     "steinebm.inception",
     "steinebm.transfer",
     "steinebm.data",
+    "steinebm.provenance",
     "steinebm.config",
     "steinebm.train",
     "steinebm.distributed",

@@ -63,6 +63,9 @@ BAD: list[tuple[str, object, str, dict]] = [
     ("max_images", -1, ">= 0", {}),
     ("data_dir", 3, "a path or null", {}),
     ("data_dir", "a\0b", "NUL", {}),
+    ("data_fingerprint", 5, "64 hex digits or null", {}),
+    ("data_fingerprint", "abc", "64 hex digits", {}),
+    ("data_fingerprint", "A" * 64, "64 hex digits", {}),  # upper case: not what fingerprint() writes
     ("out_dir", "  ", "a folder", {}),
     ("out_dir", None, "a string", {}),
     ("seed", -1, "[0, 2**32)", {}),

@@ -57,10 +57,13 @@ class Config:
     """One training run. Defaults are the authors' MNIST RBM settings (Section 5.1)."""
 
     method: str = "steincd"  # one of METHODS
-    dataset: str = "mnist"  # mnist | mnist-embedded | cifar10 | celeba | lsun | image-folder
+    dataset: str = "mnist"  # mnist | mnist-embedded | fashion-mnist | idx | cifar10 | celeba | lsun | image-folder
     image_size: int = 64  # celeba, lsun, image-folder: images are cropped and resized to this square
     max_images: int = 0  # celeba, lsun, image-folder: read at most this many (0 = all)
     data_dir: str | None = None  # folder holding the data (else $STEINEBM_DATA, ~/.cache/steinebm)
+    # the data's fingerprint (steinebm.data.fingerprint), recorded by training in config.yaml and the
+    # checkpoint; where a config gives one, training refuses data with another
+    data_fingerprint: str | None = None
     out_dir: str = "runs/steincd"
     seed: int = 0
     model: str = "rbm"  # rbm | autoencoder (Eq. 24) | joint (image-label, Eq. 25)
@@ -231,6 +234,8 @@ class Config:
         for key in ("data_dir", "energy_from"):
             if "\0" in (getattr(self, key) or ""):
                 raise bad(key, "a folder path without NUL characters")
+        if self.data_fingerprint is not None and not re.fullmatch(r"[0-9a-f]{64}", self.data_fingerprint):
+            raise bad("data_fingerprint", "null, or the 64 hex digits that a run's config.yaml records")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -250,6 +255,7 @@ _WANTED = {
     "bool": "true or false",
     "dict[str, Any]": "a mapping with string keys",
 }
+_WANTED_BY_KEY = {"data_fingerprint": "64 hex digits or null"}  # where the type's wording does not fit
 
 
 def _type_ok(declared: str, value: Any) -> bool:
@@ -276,7 +282,9 @@ def _type_ok(declared: str, value: Any) -> bool:
 def _check_type(key: str, value: Any) -> None:
     declared = str(_FIELDS[key].type)
     if not _type_ok(declared, value):
-        raise ConfigError(f"config value {key}={value!r} is invalid: must be {_WANTED[declared]}")
+        raise ConfigError(
+            f"config value {key}={value!r} is invalid: must be {_WANTED_BY_KEY.get(key, _WANTED[declared])}"
+        )
 
 
 def _coerce(key: str, value: Any) -> Any:

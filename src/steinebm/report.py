@@ -554,6 +554,8 @@ def _status(run: Run) -> list[tuple[str, str]]:
         ("model", str(cfg.get("model", "?"))),
         ("dataset", str(cfg.get("dataset", "?"))),
     ]
+    if isinstance(cfg.get("data_fingerprint"), str):  # what the run was trained on; older runs record none
+        rows.append(("data fingerprint", cfg["data_fingerprint"][:12]))
     if not run.records:
         rows.append(("status", "nothing logged yet"))
         return rows

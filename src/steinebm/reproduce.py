@@ -26,10 +26,11 @@ import numpy as np
 import torch
 
 from .config import Config
-from .data import Dataset, load_dataset
+from .data import Dataset, fingerprint, load_dataset
 from .energies import GaussianBernoulliRBM
 from .errors import DivergenceError, UserError
 from .metrics import average_log_likelihood, mean_pairwise_distance, near_duplicate_fraction, nearest_neighbour_distance
+from .provenance import check_same_data
 from .train import CHECKPOINT, config_diff, load_checkpoint, load_config_dataset, read_metrics, train
 
 FIG1A_METHODS: dict[str, dict[str, Any]] = {
@@ -61,15 +62,20 @@ def _setting_name(setting: dict[str, Any]) -> str:
 
 
 def _check_same_run(cfg: Config) -> None:
-    """A reproduction reuses a finished or partial run only if it was made with this config."""
+    """A reproduction reuses a finished or partial run only if it was made with this config, on
+    this data (where the run recorded its data's fingerprint)."""
     ck = Path(cfg.out_dir) / CHECKPOINT
     if not ck.exists():
         return
+    saved = load_checkpoint(ck)["config"]
     # a finished run reads back on any device; resuming an unfinished one on another device is
     # refused by train() itself (the random state is per device)
-    diff = [k for k in config_diff(load_checkpoint(ck)["config"], cfg) if k != "device"]
+    diff = [k for k in config_diff(saved, cfg) if k != "device"]
     if diff:
         raise UserError(f"{cfg.out_dir} holds a run made with other settings ({', '.join(diff)}): use another --out")
+    if saved.get("data_fingerprint") is not None:
+        what = f"{cfg.out_dir} holds a run made on other data"
+        check_same_data(saved, _worker_fingerprint(cfg), what, "use another --out")
 
 
 def _run_is_complete(cfg: Config) -> dict[str, Any] | None:
@@ -109,9 +115,21 @@ def _worker_data(cfg: Config) -> Dataset:
     return _DATA[key]
 
 
+_FINGERPRINTS: dict[tuple[str, str | None], str] = {}
+
+
+def _worker_fingerprint(cfg: Config) -> str:
+    key = (cfg.dataset, cfg.data_dir)
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = fingerprint(_worker_data(cfg))
+    return _FINGERPRINTS[key]
+
+
 def run_many(cfgs: list[Config], jobs: int, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Train many runs, ``jobs`` at a time (processes with one torch thread each when jobs > 1)."""
     if jobs <= 1:
+        _DATA.clear()  # in this process: read the data afresh for every call, in case its files changed
+        _FINGERPRINTS.clear()
         out = []
         for k, cfg in enumerate(cfgs):
             log(f"[{k + 1}/{len(cfgs)}] {cfg.out_dir}")
@@ -155,12 +173,12 @@ def fig1a(
     from .plots import plot_curves
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(dataset, data_dir)  # fail early, with a clear message, if data is missing
     labels = methods or list(FIG1A_METHODS)
     for lab in labels:
         if lab not in FIG1A_METHODS:
             raise UserError(f"unknown method {lab!r}; choose from {', '.join(FIG1A_METHODS)}")
+    out.mkdir(parents=True, exist_ok=True)  # only once the input is known to be good
     base = Config(dataset=dataset, data_dir=data_dir, epochs=epochs, n_train=n_train, progress=jobs <= 1)
 
     def cfg_for(label: str, setting: dict[str, Any], seed: int, folder: str) -> Config:
@@ -346,6 +364,14 @@ PAPER_FIG1 = {
 }
 
 
+def _mnist_only(dataset: str, figure: str) -> None:
+    if dataset not in ("mnist", "mnist-embedded"):
+        raise UserError(
+            f"{figure} scores its samples with the shipped MNIST classifier, which means nothing on {dataset}: "
+            "use --dataset mnist or mnist-embedded (fig1a takes any of them)"
+        )
+
+
 def diversity_scores(x: torch.Tensor) -> dict[str, float]:
     """Pixel diversity and the two nearest-neighbour measures of the first 2,000 images."""
     return {
@@ -409,9 +435,10 @@ def fig1b(
     likelihood)."""
     from .plots import plot_alpha_panels
 
+    _mnist_only(dataset, "fig1b")
     out = Path(out)
+    data = load_dataset(dataset, data_dir)  # fail early with a clear message, before anything is created
     out.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(dataset, data_dir)  # fail early with a clear message
     base = Config(
         dataset=dataset,
         data_dir=data_dir,
@@ -653,9 +680,10 @@ def fig1cd(
     does not generate well."""
     if which not in ("fig1c", "fig1d"):
         raise UserError(f"unknown figure {which!r}")
+    _mnist_only(dataset, which)
     out = Path(out or f"runs/{which}")
+    load_dataset(dataset, data_dir)  # before anything is created
     out.mkdir(parents=True, exist_ok=True)
-    load_dataset(dataset, data_dir)
     base = Config(
         dataset=dataset, data_dir=data_dir, epochs=epochs, n_train=n_train, eval_every=0, device=device, **STEINGAN_RBM
     )  # type: ignore[arg-type]

@@ -63,6 +63,7 @@ from .kernels import IMQ, RBF, ConstantKernel, FeatureKernel, Kernel
 from .learners import CD, HyvarinenScoreMatching, Learner, SteinCD, SteinScoreMatching, SymmetricSteinCD
 from .learners.steingan import AmortizedSVGD, DCGANLoss, SteinGAN
 from .metrics import EXACT_MAX_HIDDEN, average_log_likelihood, mean_negative_energy
+from .provenance import check_same_data, record_data
 
 __all__ = [
     "train",
@@ -92,6 +93,7 @@ RESUMABLE_CHANGES = {
     "max_rollbacks",
     "tensorboard",
     "diverge_growth",
+    "data_fingerprint",  # recorded from the data itself; provenance.check_same_data compares it
 }
 # the metrics.jsonl key of each optimizer's learning rate in a rollback record
 LR_KEYS = {"optimizer": "lr", "gen_optimizer": "gen_lr", "cd_optimizer": "cd_lr"}
@@ -750,6 +752,7 @@ def _train(
     device = _device(device_name)
 
     data = dataset if dataset is not None else load_config_dataset(cfg)
+    cfg = record_data(cfg, data)  # the data's name and fingerprint, kept in config.yaml and the checkpoint
     x_train = data.train.x[: cfg.n_train] if cfg.n_train else data.train.x
     y_train = data.train.y[: x_train.shape[0]].to(device)
     x_train = x_train.to(device)
@@ -816,6 +819,7 @@ def _train(
 
         _on_main(ranks, fall_back)  # rank 0 repairs the folder before the others read it
         ck = latest[0] if latest else load_checkpoint(ck_path)
+        check_same_data(ck["config"], str(cfg.data_fingerprint), f"cannot resume {out}")
         diff = config_diff(ck["config"], cfg)
         if diff:
             raise UserError(f"cannot resume {out}: the config differs in {', '.join(diff)}; use the saved config.yaml")
