@@ -157,6 +157,7 @@ BAD: list[tuple[str, object, str, dict]] = [
     ("device", "tpu", "cuda:N", {}),
     ("device", "cuda:x", "cuda:N", {}),
     ("amp", "yes", "true or false", {}),
+    ("flush_denormal", 1, "true or false", {}),
     ("progress", None, "true or false", {}),
     ("on_divergence", "retry", "choose one of", {}),
     ("adam_impl", "lbfgs", "choose one of", {}),

@@ -135,6 +135,7 @@ class Config:
     max_steps: int = 0  # stop after this many steps in all (0 = no limit; smoke runs)
     threads: int = 0  # torch threads (0 = torch's default)
     device: str = "cpu"
+    flush_denormal: bool = True  # subnormal floats computed as zero while training (CPU speed; see train())
     adam_impl: str = "fused"  # fused (one kernel per step) | foreach (torch's default Adam); same maths
     amp: bool = False  # networks' forward passes in bfloat16 autocast; SVGD and kernel arithmetic stay float32
     progress: bool = True
