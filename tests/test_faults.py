@@ -166,6 +166,40 @@ def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path, data, m
     assert kills_in_write >= 1, steps  # (8 of 10 when this was written)
 
 
+# A subprocess that runs the command line and kills itself (SIGKILL) as soon as the writability
+# probe's file is written and fsynced, before the probe removes it.
+KILLED_IN_PROBE = r"""
+import os, signal, sys
+
+real_fsync = os.fsync
+
+def fsync(fd):
+    real_fsync(fd)
+    if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".steinebm-probe-"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.fsync = fsync
+from steinebm.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_kill_inside_the_writability_probe_leaves_no_file_behind(tmp_path, data):
+    """A kill while the run folder is probed for writability leaves the probe's 64 KiB temp file;
+    the next run in that folder removes it (runs killed at start-up again and again would
+    otherwise pile them up)."""
+    run = tmp_path / "run"
+    args = [f"{k}={v}" for k, v in SMALL.items()] + ["max_steps=2", f"out_dir={run}"]
+    res = subprocess.run([sys.executable, "-c", KILLED_IN_PROBE, "train", *args], env=ENV, capture_output=True)
+    assert res.returncode == -signal.SIGKILL, res.stderr.decode()
+    (probe,) = _temps(run)
+    assert probe.name.startswith(T.PROBE_PREFIX) and probe.stat().st_size == 65536
+    assert not (run / T.CHECKPOINT).exists()  # killed before the first checkpoint: a fresh run may start
+    T.train(_cfg(tmp_path, "run", max_steps=2), dataset=data)
+    assert _temps(run) == []
+    assert T.load_checkpoint(run)["step"] == 2
+
+
 # A subprocess that runs the command line with its checkpoint write stalled at the k-th save:
 # "partial" stalls inside torch.save with half the bytes written, "rename" after the temp file is
 # complete and fsynced but before it is renamed over checkpoint.pt.

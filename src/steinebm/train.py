@@ -86,6 +86,8 @@ RESUMABLE_CHANGES = {
 LR_KEYS = {"optimizer": "lr", "gen_optimizer": "gen_lr", "cd_optimizer": "cd_lr"}
 # files written through _atomic_write; a kill can leave their "<name>XXXXXXXX.tmp" behind
 ATOMIC_FILES = (CHECKPOINT, "config.yaml", "metrics.jsonl")
+# the writability probe's "<prefix>XXXXXXXX.tmp"; a kill during the probe leaves it behind too
+PROBE_PREFIX = ".steinebm-probe-"
 
 StepOut = tuple[Tensor, dict[str, float]]
 StepFn = Callable[[Tensor, torch.Generator, "Tensor | None"], StepOut]
@@ -430,9 +432,10 @@ def _atomic_save(obj: dict[str, Any], path: Path) -> None:
 
 def _remove_stale_temps(out: Path) -> None:
     """Temp files of writes that a kill interrupted: never read, but each may be as large as a
-    checkpoint, so runs killed again and again would fill the disk with them."""
-    for name in ATOMIC_FILES:
-        for tmp in out.glob(f"{name}*.tmp"):
+    checkpoint, so runs killed again and again would fill the disk with them. The same for the
+    probe files of :func:`_check_writable` (64 KiB each)."""
+    for prefix in (*ATOMIC_FILES, PROBE_PREFIX):
+        for tmp in out.glob(f"{prefix}*.tmp"):
             tmp.unlink(missing_ok=True)
 
 
@@ -565,7 +568,7 @@ def _check_writable(out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         if not existed:
             _fsync_dir(out.parent)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".steinebm-probe-", suffix=".tmp")
+        fd, probe = tempfile.mkstemp(dir=out, prefix=PROBE_PREFIX, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(b"\0" * 65536)
