@@ -1079,6 +1079,7 @@ _OUT_OF_RANGE: dict[str, st.SearchStrategy[Any]] = {
     "conditional": st.just(True),
     "gen_kernel": st.just("feature"),
     "method_amortized": st.just("amortized-svgd"),
+    "amp": st.just(True),  # with the default method, steincd
     "out_dir": st.text(" \t", max_size=3),
     "device": st.text(max_size=8).filter(lambda s: s not in ("cpu", "mps") and not s.startswith("cuda")),
     **{k: st.text(max_size=8) for k in ("method", "dataset", "kernel", "median_over", "log_term", "normalize")},
