@@ -127,7 +127,55 @@ def test_reproduce_fig1a_small(tmp_path):
     assert Path(out / "summary.json").exists()
 
 
-def test_reproduce_fig1b_fig1c_small(tmp_path):
+def _scores_by_hand(run_dir: Path, n: int, inception_score_by_hand) -> dict[str, float]:
+    """A run's generator scored by hand: n images from xi ~ U(-1, 1)^100 (seed 0, drawn here);
+    the inception score from the shipped MNIST classifier's logits; the classes it predicts; and,
+    with every image centred and scaled to unit length, the mean distance to the nearest other
+    image and the share of images with one within 0.2."""
+    import math
+
+    import torch
+
+    from steinebm.inception import load_classifier
+    from steinebm.train import load_generator
+
+    xi = torch.rand(n, 100, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        x = load_generator(run_dir)(xi)
+        logits = load_classifier("mnist")(x).numpy()
+    z = x.reshape(n, -1).double().numpy()
+    z = z - z.mean(1, keepdims=True)
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    nearest = [min(math.dist(z[i], z[j]) for j in range(n) if j != i) for i in range(n)]
+    return {
+        "is": inception_score_by_hand(logits),
+        "classes": len(set(logits.argmax(1).tolist())),
+        "nn": float(np.mean(nearest)),
+        "dup": sum(d < 0.2 for d in nearest) / n,
+    }
+
+
+def _rbm_test_ll_by_hand(run_dir: Path, x: np.ndarray) -> float:
+    """mean log p(x) of a run's RBM: f(x) = b.x - |x|^2 / 2 + sum_k log 2 cosh(z_k), z = B^T x + c,
+    less log Z = (d/2) log 2 pi + log sum_h exp(|b + B h|^2 / 2 + c.h) over all h in {-1, +1}^l."""
+    import itertools
+    import math
+
+    from steinebm.train import load_checkpoint
+
+    B, b, c = (load_checkpoint(run_dir)["model"][k].double().numpy() for k in ("B", "b", "c"))
+    z = x @ B + c
+    f = x @ b - 0.5 * (x * x).sum(1) + np.logaddexp(z, -z).sum(1)
+    terms = [
+        0.5 * float(np.sum((b + B @ np.array(h)) ** 2)) + float(c @ np.array(h))
+        for h in itertools.product((-1.0, 1.0), repeat=len(c))
+    ]
+    top = max(terms)
+    log_z = 0.5 * len(b) * math.log(2 * math.pi) + top + math.log(sum(math.exp(t - top) for t in terms))
+    return float(f.mean() - log_z)
+
+
+def test_reproduce_fig1b_fig1c_small(tmp_path, inception_score_by_hand):
     from steinebm.reproduce import fig1b, fig1cd
 
     out = tmp_path / "fig1b"
@@ -135,11 +183,18 @@ def test_reproduce_fig1b_fig1c_small(tmp_path):
     summary = fig1b(out=out, alphas=(0.0, 1.0), seeds=1, jobs=1, **common)
     variants = [r["variant"] for r in summary["rows"]]
     assert variants == ["alpha=0", "alpha=1", "no-kernel", "dcgan"]
+    x_test = load_dataset("mnist-embedded").test.x.double().numpy()
     for r in summary["rows"]:
-        assert 1.0 <= r["is_mean"] <= 10.0 and 1 <= r["classes_mean"] <= 10
-        assert 0.0 <= r["dup_mean"] <= 1.0 and r["nn_mean"] >= 0.0
-        # the discriminator has no likelihood; every RBM does
-        assert np.isnan(r["ll_mean"]) if r["variant"] == "dcgan" else r["ll_mean"] < 0
+        run = out / "runs" / r["variant"] / "seed0"  # one seed: each mean is that run's value
+        hand = _scores_by_hand(run, 200, inception_score_by_hand)
+        assert r["is_mean"] == pytest.approx(hand["is"], rel=1e-6)
+        assert r["classes_mean"] == hand["classes"] and r["dup_mean"] == hand["dup"]
+        assert r["nn_mean"] == pytest.approx(hand["nn"], rel=1e-9)
+        # the discriminator has no likelihood; every RBM has its exact one
+        if r["variant"] == "dcgan":
+            assert np.isnan(r["ll_mean"])
+        else:
+            assert r["ll_mean"] == pytest.approx(_rbm_test_ll_by_hand(run, x_test), rel=1e-6)
     md = (out / "fig1b.md").read_text()
     assert (out / "fig1b.png").exists() and "inception score" in md and "n/a (no likelihood)" in md
     # parameter counts, against the layer shapes written out by hand

@@ -158,6 +158,9 @@ BAD: list[tuple[str, object, str, dict]] = [
     ("device", "cuda:x", "cuda:N", {}),
     ("amp", "yes", "true or false", {}),
     ("flush_denormal", 1, "true or false", {}),
+    ("amp", True, "SteinCD", {}),  # steincd, the default method
+    ("amp", True, "SteinCD", {"method": "symmetric-steincd"}),
+    ("amp", True, "SteinCD", {"method": "steingan", "alpha": 0.5}),
     ("progress", None, "true or false", {}),
     ("on_divergence", "retry", "choose one of", {}),
     ("adam_impl", "lbfgs", "choose one of", {}),
@@ -238,6 +241,9 @@ def test_overrides_are_checked_on_one_line(override, key):
         {"tensorboard": True},
         {"extra": {"note": [1, 2]}},
         {"device": "cuda:0"},
+        {"amp": True, "method": "cd"},
+        {"amp": True, "method": "stein-score-matching"},
+        {"amp": True, "method": "steingan", "alpha": 0.0},
     ],
 )
 def test_edge_values_are_accepted(values):

@@ -116,10 +116,13 @@ KILL_RUN = dict(
 
 
 def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path, data, monkeypatch):
-    """Ten SIGKILLs at seeded random moments of one run, each resumed by the next process: every
+    """Six SIGKILLs at seeded random moments of one run, each resumed by the next process: every
     checkpoint left by a kill equals, tensor for tensor, the one an uninterrupted run saved at that
     step, and the last resume ends where the uninterrupted run ends (metrics included). Every other
-    kill waits for a checkpoint's temp file to appear, so that kills land inside writes too."""
+    kill waits for a checkpoint's temp file to appear, so that kills land inside writes too. Each
+    kill comes only once the process has itself checkpointed its target step (or, when the last
+    kill already went past it, the step after the one that kill left), so no trial is killed while
+    it starts, however slow the machine."""
     with monkeypatch.context() as mp:
         ref = _snapshots(mp)
         T.train(_cfg(tmp_path, "ref", **KILL_RUN), dataset=data)
@@ -130,19 +133,22 @@ def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path, data, m
     args = [f"{k}={v}" for k, v in {**SMALL, **KILL_RUN}.items()] + [f"out_dir={run}"]
     ck = run / T.CHECKPOINT
     rnd = random.Random(20_240_611)
-    # the kill moments, as steps reached: seeded, increasing, all well before the end, so that a
-    # loaded machine cannot let a trial finish the run before its kill (a time-based delay could)
-    targets = sorted(rnd.sample(range(15, 270), 10))
+    # the kill moments, as steps reached: seeded, increasing, at least 23 steps apart and all well
+    # before the end, so that a loaded machine cannot let a trial finish the run before its kill
+    # (a time-based delay could)
+    targets = [15 + 42 * i + rnd.randrange(20) for i in range(6)]
     kills_in_write, steps = 0, []
-    for trial in range(10):
+    for trial, target in enumerate(targets):
+        # the checkpoint the last kill left is already on disk: only a later one is this process's
+        goal = max(target, steps[-1] + 1 if steps else 0)
         proc = subprocess.Popen(
             _cli(args) + (["--resume"] if trial else []), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         try:
             deadline = time.time() + 300  # generous: a loaded machine starts python and torch slowly
-            while _saved_step(ck) < targets[trial]:
+            while _saved_step(ck) < goal:
                 assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                assert time.time() < deadline
+                assert time.time() < deadline, f"trial {trial}: step {goal} not reached"
                 time.sleep(0.002)
             time.sleep(rnd.uniform(0.0, 0.02))
             if trial % 2:
@@ -156,15 +162,50 @@ def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path, data, m
         kills_in_write += bool(_temps(run))
         left = T.load_checkpoint(run)  # a kill never leaves the checkpoint unreadable
         steps.append(int(left["step"]))
-        _same(_state(left), _state(ref[int(left["step"])]), f"trial {trial}")
+        assert steps[-1] >= goal >= target, (trial, steps)  # killed at or after its target
+        _same(_state(left), _state(ref[steps[-1]]), f"trial {trial}")
 
     res = subprocess.run(_cli(args) + ["--resume"], env=ENV, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     _same(_state(T.load_checkpoint(run)), _state(ref[final]), "final")
     assert _temps(run) == []  # the writes the kills cut short left no temp files behind
     assert _metrics(run) == _metrics(tmp_path / "ref")
-    assert steps == sorted(steps) and steps[-1] < final  # every kill was during training
-    assert kills_in_write >= 1, steps  # (8 of 10 when this was written)
+    assert all(a < b for a, b in zip(steps, steps[1:])) and steps[-1] < final  # every kill was during training
+    assert kills_in_write >= 1, steps  # (5 of 6 when this was written)
+
+
+# A subprocess that runs the command line and kills itself (SIGKILL) as soon as the writability
+# probe's file is written and fsynced, before the probe removes it.
+KILLED_IN_PROBE = r"""
+import os, signal, sys
+
+real_fsync = os.fsync
+
+def fsync(fd):
+    real_fsync(fd)
+    if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".steinebm-probe-"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.fsync = fsync
+from steinebm.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_kill_inside_the_writability_probe_leaves_no_file_behind(tmp_path, data):
+    """A kill while the run folder is probed for writability leaves the probe's 64 KiB temp file;
+    the next run in that folder removes it (runs killed at start-up again and again would
+    otherwise pile them up)."""
+    run = tmp_path / "run"
+    args = [f"{k}={v}" for k, v in SMALL.items()] + ["max_steps=2", f"out_dir={run}"]
+    res = subprocess.run([sys.executable, "-c", KILLED_IN_PROBE, "train", *args], env=ENV, capture_output=True)
+    assert res.returncode == -signal.SIGKILL, res.stderr.decode()
+    (probe,) = _temps(run)
+    assert probe.name.startswith(T.PROBE_PREFIX) and probe.stat().st_size == 65536
+    assert not (run / T.CHECKPOINT).exists()  # killed before the first checkpoint: a fresh run may start
+    T.train(_cfg(tmp_path, "run", max_steps=2), dataset=data)
+    assert _temps(run) == []
+    assert T.load_checkpoint(run)["step"] == 2
 
 
 # A subprocess that runs the command line with its checkpoint write stalled at the k-th save:

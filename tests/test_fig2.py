@@ -10,6 +10,7 @@ import torch
 
 from steinebm import reproduce, reproduce_images
 from steinebm.data import Dataset, Split
+from steinebm.inception import load_classifier
 
 
 def _tiny() -> Dataset:
@@ -48,8 +49,21 @@ class _PoolFeatures(torch.nn.Module):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # the stand-in network is TorchScript
-def test_fig2_toy_scale(tmp_path, monkeypatch):
+def test_fig2_toy_scale(tmp_path, monkeypatch, inception_score_by_hand):
+    """Each row's inception score, from the shipped CIFAR-10 classifier's logits on the images it
+    scored, by hand; its accuracy, the share of the 20 real test images that the classifier fitted
+    to those images (with their labels) gets right, counted by hand."""
+    from steinebm import transfer
+
     data = _toy_scale(monkeypatch)
+    fitted = []  # (images, labels, classifier) of every train-on-images fit, in scoring order
+    real_fit = transfer.fit_classifier
+
+    def spy(model, x, y, **kw):
+        fitted.append((x.clone(), y.clone(), real_fit(model, x, y, **kw)))
+        return fitted[-1][2]
+
+    monkeypatch.setattr(transfer, "fit_classifier", spy)
     weights = tmp_path / "fid-net.pt"
     torch.jit.save(torch.jit.script(_PoolFeatures()), str(weights))
     out = tmp_path / "fig2"
@@ -63,14 +77,24 @@ def test_fig2_toy_scale(tmp_path, monkeypatch):
         "SteinGAN, the text's gamma rule, no dropout",
         "DCGAN",
     ]
-    for r in summary["rows"].values():
-        assert 1.0 <= r["is_mean"] <= 10.0 and 0.0 <= r["accuracy"] <= 1.0 and r["n_images"] == 40
-        assert r["fid_images"] == 12 and r["fid"] > 0
+    assert len(fitted) == len(names)
+    classifier = load_classifier("cifar10")
+    for r, (x, _, fit) in zip(summary["rows"].values(), fitted):
+        assert r["n_images"] == 40 and r["fid_images"] == 12 and r["fid"] > 0
+        with torch.no_grad():
+            logits = classifier(x).numpy()
+            predicted = fit.eval()(data.test.x.reshape(-1, 3, 32, 32)).argmax(1).tolist()
+        assert r["is_mean"] == pytest.approx(inception_score_by_hand(logits), rel=1e-6)
+        right = sum(int(p == t) for p, t in zip(predicted, data.test.y.tolist()))
+        assert r["accuracy"] == right / 20
     # wiring: the first 12 real images in scoring order against all 20 real test images
     from steinebm.fid import fid, load_fid_network
 
     real_idx = torch.randperm(40, generator=torch.Generator().manual_seed(0))  # fig2's pick of real images
     order = torch.randperm(40, generator=torch.Generator().manual_seed(0))  # then the scoring order
+    # the classifier of the first row was fitted to those real images, with their labels
+    assert torch.equal(fitted[0][0].reshape(40, -1), data.train.x[real_idx][order])
+    assert torch.equal(fitted[0][1], data.train.y[real_idx][order])
     real_fid = summary["rows"]["real training set"]["fid"]
     assert real_fid == fid(data.train.x[real_idx][order][:12], data.test.x, load_fid_network(weights))
     md = (out / "fig2.md").read_text()

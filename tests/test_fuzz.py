@@ -1084,6 +1084,7 @@ _OUT_OF_RANGE: dict[str, st.SearchStrategy[Any]] = {
     "conditional": st.just(True),
     "gen_kernel": st.just("feature"),
     "method_amortized": st.just("amortized-svgd"),
+    "amp": st.just(True),  # with the default method, steincd
     "out_dir": st.text(" \t", max_size=3),
     "data_fingerprint": st.text(max_size=70).filter(lambda v: re.fullmatch("[0-9a-f]{64}", v) is None),
     "device": st.text(max_size=8).filter(lambda s: s not in ("cpu", "mps") and not s.startswith("cuda")),
