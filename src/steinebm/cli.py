@@ -42,7 +42,7 @@ EXAMPLES = {
   steinebm report runs/a runs/b --out ab.html         # two runs side by side, with their settings' differences
   steinebm report runs/fig1a --samples 0              # only the pictures already in the folders (fastest)""",
     "demo": """examples:
-  steinebm demo                                 # embedded MNIST subset, about a minute of CPU time""",
+  steinebm demo                                 # embedded MNIST subset, about 30 s of CPU time""",
 }
 
 
@@ -218,8 +218,10 @@ def _cmd_train(a: argparse.Namespace) -> int:
     if a.resume and config is not None and not any(o.split("=", 1)[0].strip() == "out_dir" for o in overrides):
         # `train RUN/config.yaml --resume` acts on RUN, where the run now is, not on the out_dir
         # its config was saved with (a copied or moved run would resume the original)
+        from .checkpoint import CHECKPOINT, PREVIOUS
+
         folder = Path(config).parent
-        if (folder / "checkpoint.pt").exists() or (folder / "checkpoint-previous.pt").exists():
+        if (folder / CHECKPOINT).exists() or (folder / PREVIOUS).exists():
             overrides.append(f"out_dir={folder}")
     cfg = load_config(config, overrides)
     rec = train(cfg, resume=a.resume)

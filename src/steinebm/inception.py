@@ -70,6 +70,15 @@ CLASSIFIERS = ("mnist", "mnist-lenet", "cifar10")
 _RANGE_TOL = 1e-3  # images may stray this far outside [0, 1] (rounding) before they are refused
 
 
+def _mnist_batch(x: Tensor) -> Tensor:
+    """(n, 784), (n, 28, 28) or (n, 1, 28, 28) images as (n, 1, 28, 28)."""
+    if x.ndim == 2 and x.shape[1] == 784 or x.ndim == 3 and tuple(x.shape[1:]) == (28, 28):
+        return x.reshape(x.shape[0], 1, 28, 28)
+    if not (x.ndim == 4 and tuple(x.shape[1:]) == (1, 28, 28)):
+        raise ValueError(f"MNIST images must be (n, 784), (n, 28, 28) or (n, 1, 28, 28); got {tuple(x.shape)}")
+    return x
+
+
 class MNISTClassifier(nn.Module):
     """conv32-conv32-pool-conv64-conv64-pool-fc128-fc10, 3x3 valid convolutions, BatchNorm, ReLU.
 
@@ -102,11 +111,7 @@ class MNISTClassifier(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim == 2 and x.shape[1] == 784 or x.ndim == 3 and tuple(x.shape[1:]) == (28, 28):
-            x = x.reshape(x.shape[0], 1, 28, 28)
-        elif not (x.ndim == 4 and tuple(x.shape[1:]) == (1, 28, 28)):
-            raise ValueError(f"MNIST images must be (n, 784), (n, 28, 28) or (n, 1, 28, 28); got {tuple(x.shape)}")
-        return self.head(self.features(x))
+        return self.head(self.features(_mnist_batch(x)))
 
 
 class MNISTLeNet(nn.Module):
@@ -130,11 +135,7 @@ class MNISTLeNet(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(50 * 5 * 5, 500), nn.ReLU(inplace=True), nn.Linear(500, 10))
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim == 2 and x.shape[1] == 784 or x.ndim == 3 and tuple(x.shape[1:]) == (28, 28):
-            x = x.reshape(x.shape[0], 1, 28, 28)
-        elif not (x.ndim == 4 and tuple(x.shape[1:]) == (1, 28, 28)):
-            raise ValueError(f"MNIST images must be (n, 784), (n, 28, 28) or (n, 1, 28, 28); got {tuple(x.shape)}")
-        return self.head(self.features(x))
+        return self.head(self.features(_mnist_batch(x)))
 
 
 class _BasicBlock(nn.Module):
