@@ -403,3 +403,23 @@ def test_cli_progress_false_subprocess_prints_lines(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert len([ln for ln in res.stderr.splitlines() if " epoch " in ln]) == 3
+
+
+def test_reproduce_fig2_refuses_a_dataset_it_would_ignore(capsys):
+    assert main(["reproduce", "fig2", "--dataset", "fashion-mnist"]) == 2
+    assert "CIFAR-10 only" in _one_error_line(capsys.readouterr().err)
+
+
+def test_conditional_models_refuse_labels_beyond_their_classes(tmp_path):
+    from steinebm.data import Dataset, Split
+
+    g = torch.Generator().manual_seed(0)
+
+    def split(n: int, top: int) -> Split:
+        return Split(torch.rand(n, 784, generator=g), torch.randint(0, top, (n,), generator=g))
+
+    data = Dataset("idx", split(100, 13), split(20, 13), split(20, 13), (1, 28, 28), "memory")
+    for kw in (dict(method="steingan", model="joint"), dict(method="dcgan", conditional=True)):
+        with pytest.raises(UserError, match="labels go up to 12"):
+            T.train(_cfg(tmp_path, f"c{len(kw)}", max_steps=1, **kw), dataset=data)
+        assert not (tmp_path / f"c{len(kw)}").exists()  # nothing left behind

@@ -167,6 +167,7 @@ def build_learner(cfg: Config) -> Learner:
 
 
 MNIST_SHAPE = (1, 28, 28)
+N_CLASSES = 10  # the labels the joint energy and the conditional networks are built for
 
 
 def _image_net_size(image_shape: tuple[int, ...], what: str) -> tuple[int, int]:
@@ -190,7 +191,7 @@ def build_model(
             return MNISTDiscriminator(generator=generator)
         side, channels = _image_net_size(shape, "the DCGAN discriminator")
         if cfg.conditional:
-            return ConditionalDCGANDiscriminator(side, channels, 10, cfg.disc_width or 128, generator=generator)
+            return ConditionalDCGANDiscriminator(side, channels, N_CLASSES, cfg.disc_width or 128, generator=generator)
         return DCGANDiscriminator(side, channels, cfg.disc_width or 128, generator=generator)
     if cfg.model == "rbm":
         return GaussianBernoulliRBM(dim, cfg.n_hidden, generator=generator)
@@ -198,7 +199,7 @@ def build_model(
     width = cfg.width or None
     if cfg.model == "joint":
         return JointAutoencoderEnergy.dcgan(
-            side, channels, 10, cfg.margin, cfg.code_dim, width, generator, cfg.input_dropout
+            side, channels, N_CLASSES, cfg.margin, cfg.code_dim, width, generator, cfg.input_dropout
         )
     return AutoencoderEnergy.dcgan(side, channels, cfg.code_dim, width, generator, cfg.input_dropout)
 
@@ -218,7 +219,7 @@ def build_generator(
     side, channels = _image_net_size(shape, "the generator")
     ngf = cfg.gen_width or 128
     if conditional:
-        return ConditionalDCGANGenerator(side, channels, 10, cfg.noise_dim, ngf, generator=generator)
+        return ConditionalDCGANGenerator(side, channels, N_CLASSES, cfg.noise_dim, ngf, generator=generator)
     return DCGANGenerator(side, channels, cfg.noise_dim, ngf, generator=generator)
 
 
@@ -768,6 +769,11 @@ def _train(
     if steps_per_epoch < 1:
         raise UserError(f"batch_size={cfg.batch_size} is larger than the {n} training images")
 
+    if (cfg.model == "joint" or cfg.conditional) and data.train.y.numel() and int(data.train.y.max()) >= N_CLASSES:
+        raise UserError(
+            f"the joint and class-conditional networks have {N_CLASSES} classes, but {data.name}'s labels go up to "
+            f"{int(data.train.y.max())}: use an unconditional model, or data with labels 0-{N_CLASSES - 1}"
+        )
     parts = build_parts(cfg, dim, device, ranks, tuple(data.image_shape))
     _on_main(ranks, lambda: _check_free_space(out, _checkpoint_bytes(parts)))
     G = parts.modules.get("generator")
