@@ -204,7 +204,66 @@ def test_reproduce_fig1b_fig1c_small(tmp_path, inception_score_by_hand):
     g_deconv = (128 * 64 * 25 + 64) + 2 * 64 + (64 * 1 * 25 + 1)
     assert n["generator"] == g_fc + g_deconv
     assert f"{n['dcgan_discriminator']:,}" in md
-    res = fig1cd("fig1c", out=tmp_path / "fig1c", fig1b_dir=out, **common)
-    assert set(res) == {"SteinGAN", "generator on SteinCD's energy"}
-    for r in res.values():
+    # a published grid: 100 real test digits, tiled by hand into a 280 x 280 PNG
+    from steinebm.sample_scores import MNIST_CLASSIFIERS, grid_scores, read_grid
+
+    digits = load_dataset("mnist-embedded").test.x[:100].numpy().reshape(10, 10, 28, 28)
+    tiles = (digits.transpose(0, 2, 1, 3).reshape(280, 280) * 255).round().astype(np.uint8)
+    theirs = tmp_path / "theirs.png"
+    Image.fromarray(tiles).save(theirs)
+    res = fig1cd("fig1c", out=tmp_path / "fig1c", fig1b_dir=out, authors_grid=theirs, **common)
+    assert set(res) == {"SteinGAN", "generator on SteinCD's energy", "authors' grid"}
+    md = (tmp_path / "fig1c" / "fig1c.md").read_text()
+    for name, r in res.items():
         assert Path(r["grid"]).exists()
+        # each row's 100-image scores are those of its picture (read back from the PNG: 8-bit pixels)
+        if name == "authors' grid":
+            back = grid_scores(read_grid(r["grid"]))
+        else:  # our pictures: 2 px padding, each pixel drawn 2 x 2
+            back = grid_scores(read_grid(r["grid"], tile=56, pad=4).reshape(100, 56, 56)[:, ::2, ::2].reshape(100, -1))
+        for c in MNIST_CLASSIFIERS:
+            assert r[f"grid_{c}_is"] == pytest.approx(back[f"grid_{c}_is"], rel=0.02), (name, c)
+            assert f"{r[f'grid_{c}_is']:.2f} ({r[f'grid_{c}_classes']:.0f})" in md
+    assert res["authors' grid"]["grid_mnist-lenet_classes"] == 10  # real digits: every class
+
+
+@pytest.mark.parametrize("figure", ["fig1a", "fig1b", "fig2"])
+def test_authors_grid_is_refused_where_no_grid_is_scored(tmp_path, capsys, figure):
+    out = tmp_path / "out"
+    assert main(["reproduce", figure, "--authors-grid", "x.png", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--authors-grid" in err[0] and not out.exists()
+
+
+def test_an_unreadable_authors_grid_is_one_line_before_any_run(tmp_path, capsys):
+    bad = tmp_path / "grid.png"
+    bad.write_bytes(b"not a png")
+    out = tmp_path / "fig1c"
+    args = ["reproduce", "fig1c", "--dataset", "mnist-embedded", "--authors-grid", str(bad), "--out", str(out)]
+    assert main([*args, "--fig1b-dir", str(tmp_path / "fig1b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "grid.png" in err[0] and not out.exists() and not (tmp_path / "fig1b").exists()
+
+
+def test_reproduce_fig1c_length_small(tmp_path, capsys):
+    from steinebm.reproduce import fig1c_length
+
+    out = tmp_path / "len"
+    common = dict(dataset="mnist-embedded", epochs=2, n_train=200, eval_samples=100, jobs=1, log=lambda s: None)
+    summary = fig1c_length(out=out, **common)
+    assert set(summary["runs"]) == {"default", "authors' recipe"}
+    x_test = load_dataset("mnist-embedded").test.x.double().numpy()
+    md = (out / "fig1c-length.md").read_text()
+    for name, run in summary["runs"].items():
+        assert [r["epoch"] for r in run["evals"]] == [1.0, 2.0]
+        # the last epoch's exact likelihood, by hand from the run's RBM
+        assert run["evals"][-1]["test_ll"] == pytest.approx(
+            _rbm_test_ll_by_hand(Path(run["out_dir"]), x_test), rel=1e-6
+        )
+        assert f"| 2 | {run['evals'][-1]['test_ll']:.2f} |" in md
+        assert (Path(run["out_dir"]) / "config.yaml").read_text().count("gen_bias: false") == (name != "default")
+    assert (out / "fig1c-length.png").exists()
+    # a second call finds the runs done and only redraws
+    stamp = (out / "default" / "checkpoint.pt").stat().st_mtime_ns
+    assert fig1c_length(out=out, **common)["runs"]["default"]["evals"] == summary["runs"]["default"]["evals"]
+    assert (out / "default" / "checkpoint.pt").stat().st_mtime_ns == stamp

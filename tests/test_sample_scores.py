@@ -65,8 +65,16 @@ def test_read_grid_cuts_tiles_row_by_row(tmp_path, digits):
 
 def test_training_logs_sample_scores_and_grids(tmp_path):
     cfg = Config(
-        method="steingan", dataset="mnist-embedded", n_train=200, batch_size=50, noise_dim=8, max_steps=4,
-        eval_samples=100, progress=False, out_dir=str(tmp_path / "run"), threads=1,
+        method="steingan",
+        dataset="mnist-embedded",
+        n_train=200,
+        batch_size=50,
+        noise_dim=8,
+        max_steps=4,
+        eval_samples=100,
+        progress=False,
+        out_dir=str(tmp_path / "run"),
+        threads=1,
     )
     T.train(cfg)
     last = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]

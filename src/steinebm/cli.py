@@ -35,6 +35,7 @@ EXAMPLES = {
   steinebm reproduce fig1b --data-dir ../shared/data/mnist          # alpha in {0,.1,.25,.5,.75,1}: LL + IS
   steinebm reproduce fig1c                                          # SteinGAN samples (shares fig1b's runs)
   steinebm reproduce fig1d                                          # the same without the kernel
+  steinebm reproduce fig1c-length --epochs 100 --authors-grid ../shared/paper/authors-figures/steingan-rbm-mnist.png
   steinebm reproduce fig2 --data-dir ../shared/data/cifar10         # CIFAR-10, reduced scale (CPU)
   steinebm reproduce fig2 --scale full --device cuda                # the paper's scale (GPU)""",
     "report": """examples:
@@ -129,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     r = add("reproduce", "Reproduce a figure of the paper: runs, plot, table with the paper's claims.")
-    r.add_argument("figure", choices=["fig1a", "fig1b", "fig1c", "fig1d", "fig2"])
+    r.add_argument("figure", choices=["fig1a", "fig1b", "fig1c", "fig1d", "fig1c-length", "fig2"])
     r.add_argument("--out", help="output folder (default runs/FIGURE)")
     r.add_argument("--data-dir")
     r.add_argument(
@@ -146,9 +147,21 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--fig1b-dir", default="runs/fig1b", help="fig1c/fig1d: where fig1b's runs are (default runs/fig1b)")
     r.add_argument("--alphas", help="fig1b: comma-separated alpha values (default 0,0.1,0.25,0.5,0.75,1)")
     r.add_argument("--is-samples", type=int, default=50_000, help="fig1b-d: generated images for the inception score")
+    r.add_argument(
+        "--eval-samples",
+        type=int,
+        default=10_000,
+        help="fig1c-length: generated images scored at every epoch (default 10,000)",
+    )
     r.add_argument("--n-train", type=int, default=0, help="use only the first N training images (0 = all)")
     r.add_argument("--device", default="cpu", help="fig1b-d: cpu, cuda or cuda:N (default cpu)")
     r.add_argument("--no-dcgan", action="store_true", help="fig1b: leave out the DCGAN baseline")
+    r.add_argument(
+        "--authors-grid",
+        metavar="PNG",
+        help="fig1c/fig1d/fig1c-length: a published 280 x 280 grid of 100 digits, scored beside the panels "
+        "(e.g. the authors' steingan-rbm-mnist.png)",
+    )
     r.add_argument("--no-fid", action="store_true", help="fig2: skip the FID column")
     r.add_argument(
         "--fid-weights",
@@ -344,7 +357,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(a: argparse.Namespace) -> int:
-    from .reproduce import FIG1B_ALPHAS, fig1a, fig1b, fig1cd
+    from .reproduce import FIG1B_ALPHAS, fig1a, fig1b, fig1c_length, fig1cd
 
     _positive("seeds", a.seeds)
     epochs_given = a.epochs
@@ -353,6 +366,8 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
     _positive("jobs", a.jobs)
     _positive("is-samples", a.is_samples)
     out = a.out or f"runs/{a.figure}"
+    if a.authors_grid is not None and a.figure not in ("fig1c", "fig1d", "fig1c-length"):
+        raise UserError(f"--authors-grid is scored beside fig1c or fig1d's panels, not {a.figure}'s: drop it")
     if a.figure == "fig2" and a.dataset is not None:
         raise UserError("reproduce fig2 trains on CIFAR-10 only: drop --dataset (point --data-dir at CIFAR-10)")
     dataset = a.dataset or "mnist"
@@ -369,6 +384,18 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
             epochs=epochs_given,
             fid=not a.no_fid,
             fid_weights=a.fid_weights,
+        )
+    elif a.figure == "fig1c-length":
+        if a.eval_samples < 100:
+            raise UserError(f"--eval-samples must be at least 100 (the grid's images), got {a.eval_samples}")
+        fig1c_length(
+            out=out,
+            epochs=epochs_given or 100,
+            eval_samples=a.eval_samples,
+            jobs=a.jobs,
+            device=a.device,
+            authors_grid=a.authors_grid,
+            **{k: v for k, v in common.items() if k != "epochs"},
         )
     elif a.figure == "fig1a":
         methods = [m.strip() for m in a.methods.split(",")] if a.methods else None
@@ -394,7 +421,15 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
             **common,
         )
     else:
-        fig1cd(a.figure, out=out, fig1b_dir=a.fig1b_dir, is_samples=a.is_samples, device=a.device, **common)
+        fig1cd(
+            a.figure,
+            out=out,
+            fig1b_dir=a.fig1b_dir,
+            is_samples=a.is_samples,
+            device=a.device,
+            authors_grid=a.authors_grid,
+            **common,
+        )
     print((Path(out) / f"{a.figure}.md").read_text())
     print(f"figures in {out}")
     return 0

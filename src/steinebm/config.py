@@ -44,7 +44,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "gen_bn_stats": ("running", "batch"),
     "normalize": ("m", "kernel_sum"),
     "steincd_optimizer": ("shared", "own"),
-    "feature_repulsion": ("exact", "nearest"),
+    "feature_repulsion": ("exact", "nearest", "none"),
+    "feature_bandwidth": ("paper", "authors-mnist"),
+    "schedule": ("together", "alternate"),
+    "gen_labels": ("drawn", "batch"),
     "feature_codes": ("eval", "batch"),
     "gamma_raise_when": ("real_energy_higher", "real_energy_lower"),
     "on_divergence": ("stop", "rollback"),
@@ -110,8 +113,12 @@ class Config:
     # the energy's encoder code, bandwidth 0.5 med / log m; autoencoder and joint energies)
     gen_kernel: str = "rbf"
     # feature kernel's repulsive term: exact (m^2 encoder products) | nearest (the nearest code's
-    # term only, as the authors' CIFAR-10 code: one extra encoder pass)
+    # term only, as the authors' CIFAR-10 code: one extra encoder pass) | none (zero, as the
+    # authors' MNIST code computes it)
     feature_repulsion: str = "exact"
+    # feature kernel's bandwidth: paper (H = (0.5 med / log m)^2) | authors-mnist (the authors' MNIST
+    # code: H = median of all m^2 squared code distances / (4 log(m + 1)))
+    feature_bandwidth: str = "paper"
     feature_codes: str = "eval"  # the encoder's BatchNorm for the kernel's codes: eval (running stats) | batch
     gamma: float = 0.0  # discount on the generated batch's gradient (Section 5.2)
     gamma_adaptive: float | None = None  # the raised gamma, used while gamma_raise_when holds
@@ -119,6 +126,22 @@ class Config:
     # | real_energy_lower (the authors' CIFAR-10 code: mean f(x+) > mean f(x-), the usual state)
     gamma_raise_when: str = "real_energy_higher"
     input_dropout: float = 0.0  # autoencoder/joint energies: dropout on the encoder's input in training
+    head_dropout: float = 0.0  # joint energy: dropout on the code before the label head in training
+    # SteinGAN's steps: together (Algorithm 2: every batch updates G, then theta) | alternate (the
+    # authors' MNIST code: G and theta on alternate batches; theta's step skipped while the generated
+    # batch's reconstruction cost exceeds the real one's by skip_margin; gamma raised to
+    # gamma_adaptive while the real batch's reconstruction cost is the lower, else theta's learning
+    # rate times energy_lr_boost; each rule set by the step before). The logged loss then averages
+    # the generator's and the energy's surrogates of the steps in the window.
+    schedule: str = "together"
+    skip_margin: float | None = 0.5  # schedule=alternate; null = never skip
+    energy_lr_boost: float = 1.0  # schedule=alternate
+    # the generated batch's labels (model=joint, conditional DCGAN): drawn from the training set's
+    # label counts | batch: the real batch's own labels (the authors' MNIST code)
+    gen_labels: str = "drawn"
+    # every learning rate falls linearly from this epoch (counted from 0) to 1/(epochs - it) of its
+    # value in the last epoch (the authors' MNIST code: 50 of 100); null (or >= epochs) = constant
+    lr_decay_from: int | None = None
     alpha: float = 0.0  # SteinCD-GAN(alpha): probability of a SteinCD step
     # SteinCD-GAN: "shared" = one Adam state for theta; "own" = SteinCD steps keep their own Adam
     # state, so their update is not shrunk by the far larger SteinGAN gradients
@@ -192,7 +215,7 @@ class Config:
             v = getattr(self, key)
             if not (v >= 0 and math.isfinite(v)):
                 raise bad(key, "must be a finite number >= 0")
-        for key in ("beta1", "beta2", "gen_beta1", "gamma", "input_dropout"):
+        for key in ("beta1", "beta2", "gen_beta1", "gamma", "input_dropout", "head_dropout"):
             if not 0 <= getattr(self, key) < 1:
                 raise bad(key, "must be in [0, 1)")
         if not 0.0 <= self.alpha <= 1.0:
@@ -216,6 +239,18 @@ class Config:
                 or not (self.bandwidth > 0 and math.isfinite(self.bandwidth))
             ):
                 raise bad("bandwidth", "'median' or a finite number > 0")
+        if self.schedule == "alternate" and (
+            self.method != "steingan" or self.alpha > 0 or self.model not in ("autoencoder", "joint")
+        ):
+            raise bad("schedule", "alternate is SteinGAN's (method=steingan, alpha=0) on model=autoencoder or joint")
+        if self.skip_margin is not None and not math.isfinite(self.skip_margin):
+            raise bad("skip_margin", "must be null or a finite number")
+        if not (self.energy_lr_boost > 0 and math.isfinite(self.energy_lr_boost)):
+            raise bad("energy_lr_boost", "must be a finite number > 0")
+        if self.gen_labels == "batch" and not (self.model == "joint" or self.conditional):
+            raise bad("gen_labels", "batch is for a class-conditional generator (model=joint or conditional=true)")
+        if self.lr_decay_from is not None and self.lr_decay_from < 0:
+            raise bad("lr_decay_from", "must be null or an epoch >= 0 (from 0; none at or beyond epochs)")
         if self.gen_kernel == "feature" and self.model == "rbm":
             raise bad("gen_kernel", "the feature kernel needs an energy with an encoder: model=autoencoder or joint")
         if self.conditional and self.method != "dcgan":
@@ -261,6 +296,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 # what each declared field type accepts, as the error message says it
 _WANTED = {
     "int": "an integer",
+    "int | None": "an integer or null",
     "float": "a number",
     "float | None": "a number or null",
     "str": "a string",
@@ -277,6 +313,8 @@ def _type_ok(declared: str, value: Any) -> bool:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if declared == "int":
         return isinstance(value, int) and not isinstance(value, bool)
+    if declared == "int | None":
+        return value is None or (isinstance(value, int) and not isinstance(value, bool))
     if declared == "float":
         return number
     if declared == "float | None":

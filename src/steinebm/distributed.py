@@ -94,6 +94,14 @@ class Ranks:
             g.copy_(flat[offset : offset + n].view_as(g))
             offset += n
 
+    def mean_tensor(self, t: Tensor) -> Tensor:
+        """The element-wise mean of ``t`` over ranks (every rank gets it)."""
+        if not self.active:
+            return t
+        t = t.detach().clone()
+        dist.all_reduce(t)
+        return t / self.world
+
     def mean(self, value: float) -> float:
         """The mean of a Python number over ranks (for logs)."""
         if not self.active:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .generators import count_parameters, init_normal_002, uniform_noise
+from .generators import LabelSampler, count_parameters, init_normal_002, uniform_noise
 
 __all__ = [
     "IMAGE_SIZES",
@@ -248,7 +248,7 @@ class DCGANGenerator(_ImageModule):
         return self.deconv(h)
 
 
-class ConditionalDCGANGenerator(DCGANGenerator):
+class ConditionalDCGANGenerator(DCGANGenerator, LabelSampler):
     """G(xi, y; eta): the generator of the joint model (Eq. 25), which takes the label with the noise.
 
     How the label enters: its one-hot code is concatenated to xi, so the first linear layer
@@ -275,8 +275,6 @@ class ConditionalDCGANGenerator(DCGANGenerator):
     ([1, 1, 1, 1], torch.Size([4, 1, 32, 32]))
     """
 
-    class_probs: Tensor
-
     def __init__(
         self,
         image_size: int = 32,
@@ -289,24 +287,7 @@ class ConditionalDCGANGenerator(DCGANGenerator):
     ) -> None:
         _check_positive(n_classes=n_classes)
         super().__init__(image_size, channels, noise_dim, ngf, generator, in_dim=noise_dim + n_classes)
-        self.n_classes = n_classes
-        self.register_buffer("class_probs", torch.full((n_classes,), 1.0 / n_classes))
-        if class_counts is not None:
-            self.set_class_counts(class_counts)
-
-    def set_class_counts(self, class_counts: Sequence[float] | Tensor) -> None:
-        """Draw labels with frequencies proportional to ``class_counts`` (length n_classes)."""
-        c = torch.as_tensor(class_counts, dtype=torch.float64).flatten()
-        if c.numel() != self.n_classes or not bool((c >= 0).all()) or not float(c.sum()) > 0:
-            raise ValueError(f"class_counts must be {self.n_classes} non-negative numbers, not all 0")
-        self.class_probs.copy_((c / c.sum()).to(self.class_probs))
-
-    def sample_labels(self, m: int, generator: torch.Generator | None = None) -> Tensor:
-        """y ~ class_probs, (m,) int64 on the generator's device (drawn on ``generator``'s device)."""
-        gdev = generator.device if generator is not None else torch.device("cpu")
-        probs = self.class_probs.detach().to(gdev, torch.float64)
-        y = torch.multinomial(probs, m, replacement=True, generator=generator)
-        return y.to(self._device())
+        self._init_labels(n_classes, class_counts)
 
     def sample_noise(self, m: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         """The pair (xi, y): xi ~ U(-1, 1)^noise_dim (m, noise_dim), y ~ class_probs (m,)."""
@@ -314,9 +295,7 @@ class ConditionalDCGANGenerator(DCGANGenerator):
         return xi, self.sample_labels(m, generator)
 
     def forward(self, xi: Tensor, y: Tensor) -> Tensor:  # type: ignore[override]
-        if y.dim() == 1:
-            y = F.one_hot(y.long(), self.n_classes)
-        h = torch.cat([xi, y.to(xi.dtype)], 1)  # m noise_dim+n_classes
+        h = torch.cat([xi, self.one_hot(y, xi.dtype)], 1)  # m noise_dim+n_classes
         return super().forward(h)
 
 

@@ -365,6 +365,16 @@ class FeatureKernel(Kernel):
       feature space, j = nn(i), the largest weight K[j, i] (the authors' CIFAR-10 code does
       this): one extra forward and backward of the encoder on the batch. An approximation,
       offered for speed on large encoders; the driving term stays exact either way.
+    - ``repulsion="none"``: R = 0, a kernel-weighted average of the scores. The authors' MNIST
+      code (``mnist_steingan.py``) computes its repulsion as the gradient of
+      ``mean_i sum_j <dxkxy_i, E(x_j)>``, whose gradient is ``sum_i dxkxy_i`` pushed through
+      every E(x_j); ``sum_i dxkxy_i = (X^T K 1 - X^T K 1) / h^2 = 0`` for the symmetric K, so
+      their repulsion is identically zero. This option reproduces that.
+
+    ``bandwidth_rule``: ``"paper"`` is Section 5.2's ``H = (0.5 med / log m)^2``; ``"authors-mnist"``
+    the authors' MNIST code, ``H = 2 h^2`` with ``h = sqrt(0.5 median(D) / log(m + 1)) / 2``, D the
+    m x m squared code distances (median over all m^2 entries, the two middle ones averaged),
+    so ``H = median(D) / (4 log(m + 1))``.
     """
 
     def __init__(
@@ -373,22 +383,29 @@ class FeatureKernel(Kernel):
         bandwidth: str | float = "median",
         chunk: int = 16,
         repulsion: str = "exact",
+        bandwidth_rule: str = "paper",
     ) -> None:
         if not isinstance(bandwidth, str) and not float(bandwidth) > 0:
             raise ValueError(f"bandwidth must be 'median' or positive, got {bandwidth!r}")
-        if repulsion not in ("exact", "nearest"):
-            raise ValueError(f"repulsion must be 'exact' or 'nearest', got {repulsion!r}")
+        if repulsion not in ("exact", "nearest", "none"):
+            raise ValueError(f"repulsion must be 'exact', 'nearest' or 'none', got {repulsion!r}")
+        if bandwidth_rule not in ("paper", "authors-mnist"):
+            raise ValueError(f"bandwidth_rule must be 'paper' or 'authors-mnist', got {bandwidth_rule!r}")
         self.features = features
         self.bandwidth = bandwidth
         self.chunk = chunk
         self.repulsion = repulsion
+        self.bandwidth_rule = bandwidth_rule
         self.last_h: float | None = None
 
     def H(self, sq_dists: Tensor) -> Tensor:
-        if self.bandwidth == "median":
-            h = median_bandwidth(sq_dists, "pairs", "m", scale=0.5, power=1)
-            return (h * h).clamp_(min=1e-12)
-        return sq_dists.new_tensor(float(self.bandwidth))
+        if self.bandwidth != "median":
+            return sq_dists.new_tensor(float(self.bandwidth))
+        if self.bandwidth_rule == "authors-mnist":
+            H = median_bandwidth(sq_dists, "all", "m+1", scale=0.25, power=2, median_of="squared")
+            return H.clamp(min=1e-12)
+        h = median_bandwidth(sq_dists, "pairs", "m", scale=0.5, power=1)
+        return (h * h).clamp_(min=1e-12)
 
     def gram_and_repulsion(self, x: Tensor) -> tuple[Tensor, Tensor]:
         m = x.shape[0]
@@ -402,6 +419,8 @@ class FeatureKernel(Kernel):
             K = d2.div_(-H).exp_()  # m m
             if self.repulsion == "nearest":
                 return K, self._nearest_repulsion(x, ed, K, H)
+            if self.repulsion == "none":
+                return K, torch.zeros_like(x)
             R = torch.empty_like(x)
             for start in range(0, m, self.chunk):
                 stop = min(start + self.chunk, m)

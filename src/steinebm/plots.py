@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -132,4 +132,35 @@ def _save(fig: object, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)  # type: ignore[attr-defined]
     plt.close(fig)  # type: ignore[arg-type]
+    return path
+
+
+def plot_metric_panels(
+    panels: Sequence[tuple[str, Mapping[str, tuple[Sequence[float], Sequence[float]]], Mapping[str, float]]],
+    path: str | Path,
+    xlabel: str,
+) -> Path:
+    """Side-by-side panels, each ``(ylabel, {label: (x, y)}, {label: reference level})``: one
+    line per label, the reference levels as grey dashed lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), dpi=110, squeeze=False)
+    styles = ["-", "--", ":", "-."]
+    for ax, (ylabel, curves, hlines) in zip(axes[0], panels):
+        for k, (label, (x, y)) in enumerate(curves.items()):
+            ax.plot(x, y, label=label, lw=1.6, ls=styles[k % len(styles)])
+        for k, (label, level) in enumerate(hlines.items()):
+            ax.axhline(level, color="grey", ls=(0, (4, 2 + 2 * k)), lw=1.1, label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
     return path

@@ -712,13 +712,25 @@ def fig1b_markdown(summary: dict[str, Any]) -> str:
 
 def sample_grid(run_dir: str | Path, path: str | Path, n: int = 100, seed: int = 0) -> Path:
     """A 10 x 10 grid of generator samples (Figure 1(c), 1(d))."""
+    return _sample_grid(run_dir, path, n, seed)[0]
+
+
+def _sample_grid(run_dir: str | Path, path: str | Path, n: int = 100, seed: int = 0) -> tuple[Path, torch.Tensor]:
+    """:func:`sample_grid`, and its images (n, 784)."""
     from .plots import save_image_grid
     from .train import load_generator
 
     G: Any = load_generator(run_dir)
     with torch.no_grad():
         x = G(G.sample_noise(n, torch.Generator().manual_seed(seed)))
-    return save_image_grid(x, path, (1, 28, 28), nrow=10)
+    return save_image_grid(x, path, (1, 28, 28), nrow=10), x.reshape(n, -1)
+
+
+def _grid_cells(scores: dict[str, float]) -> str:
+    """The 100-image protocol's cells: inception score (classes) under each MNIST classifier."""
+    from .sample_scores import MNIST_CLASSIFIERS
+
+    return " | ".join(f"{scores[f'grid_{c}_is']:.2f} ({scores[f'grid_{c}_classes']:.0f})" for c in MNIST_CLASSIFIERS)
 
 
 def fig1cd(
@@ -732,16 +744,25 @@ def fig1cd(
     n_train: int = 0,
     device: str = "cpu",
     log: Callable[[str], None] = print,
+    authors_grid: str | Path | None = None,
 ) -> dict[str, Any]:
     """Figure 1(c) (SteinGAN samples, with the kernel) or 1(d) (without), seed 0, sharing its
     runs with fig1b. Figure 1(c) also trains a generator by amortized SVGD on the energy that
     SteinCD trained (alpha = 1), theta frozen: the paper's check that SteinCD's model itself
-    does not generate well."""
+    does not generate well.
+
+    Each panel's 10 x 10 grid is also scored as one split under both MNIST classifiers (the
+    100-image protocol of :func:`~steinebm.sample_scores.grid_scores`); ``authors_grid``, a
+    published 280 x 280 grid of 100 digits (e.g. the authors' ``steingan-rbm-mnist.png``), adds
+    a row scored the same way."""
+    from .sample_scores import MNIST_CLASSIFIERS, grid_scores, read_grid
+
     if which not in ("fig1c", "fig1d"):
         raise UserError(f"unknown figure {which!r}")
     _mnist_only(dataset, which)
     out = Path(out or f"runs/{which}")
     load_dataset(dataset, data_dir)  # before anything is created
+    theirs = grid_scores(read_grid(authors_grid)) if authors_grid is not None else None
     out.mkdir(parents=True, exist_ok=True)
     base = Config(
         dataset=dataset, data_dir=data_dir, epochs=epochs, n_train=n_train, eval_every=0, device=device, **STEINGAN_RBM
@@ -770,25 +791,169 @@ def fig1cd(
                 dataclasses.replace(base, gen_kernel="constant", out_dir=str(runs / "no-kernel" / "seed0")),
             )
         )
-    lines = [f"{which}: {epochs} epochs, seed 0; inception score over {is_samples} images.", ""]
+    lines = [
+        f"{which}: {epochs} epochs, seed 0; inception score over {is_samples} images (the shipped classifier), "
+        "and the picture's 100 images as one split under each MNIST classifier "
+        f"({', '.join(MNIST_CLASSIFIERS)}): inception score (classes seen).",
+        "",
+    ]
+    grid_heads = " | ".join(f"grid: {c}" for c in MNIST_CLASSIFIERS)
     lines += [
         "| panel | picture | test LL (nats) | inception score | classes seen | label entropy | pixel diversity "
-        "| NN distance | near-duplicates |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| NN distance | near-duplicates | {grid_heads} |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |" + " --- |" * len(MNIST_CLASSIFIERS),
     ]
     result = {}
     for name, cfg in panels:
         cfg.validate()
         res = run_many([cfg], 1, log)[0]
-        grid = sample_grid(cfg.out_dir, out / f"{which}-{_slug(name)}.png")
+        grid, x_grid = _sample_grid(cfg.out_dir, out / f"{which}-{_slug(name)}.png")
         sc = cached_generator_scores(cfg.out_dir, is_samples, device=device)
+        gs = grid_scores(x_grid.cpu())
         ll = res["evals"][-1].get("test_ll", float("nan")) if res["evals"] else float("nan")
-        result[name] = {"grid": str(grid), "test_ll": ll, **sc}
+        result[name] = {"grid": str(grid), "test_ll": ll, **sc, **gs}
         lines.append(
             f"| {name} | {grid.name} | {ll:.2f} | {sc['is_mean']:.2f} ± {sc['is_std']:.2f} | {sc['classes_present']} | "
             f"{sc['entropy']:.3f} | {sc['pixel_diversity']:.2f} | {sc['nn_distance']:.3f} | "
-            f"{sc['near_duplicates']:.3f} |"
+            f"{sc['near_duplicates']:.3f} | {_grid_cells(gs)} |"
         )
+    if theirs is not None:
+        result["authors' grid"] = {"grid": str(authors_grid), **theirs}
+        lines.append(f"| the authors' grid | {Path(str(authors_grid)).name} | | | | | | | | {_grid_cells(theirs)} |")
     (out / f"{which}.md").write_text("\n".join(lines) + "\n")
     (out / "summary.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+# Figure 1(c) against training length: our default SteinGAN-RBM and the authors' recipe
+
+LENGTH_RUNS = {"default": "fig1-steingan", "authors' recipe": "fig1-steingan-authors"}
+PRESETS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _preset(name: str, overrides: list[str]) -> Config:
+    """A preset of ``configs/`` with ``key=value`` overrides."""
+    from .config import load_config
+
+    path = PRESETS / f"{name}.yaml"
+    if not path.exists():
+        raise UserError(f"the preset {path} is missing: run from a source checkout of steinebm (configs/ beside src/)")
+    return load_config(path, overrides)
+
+
+def _length_cells(rec: dict[str, Any]) -> str:
+    from .sample_scores import MNIST_CLASSIFIERS
+
+    ll = rec.get("test_ll", float("nan"))
+    full = " | ".join(f"{rec[f'{c}_is']:.2f} ({rec[f'{c}_classes']:.0f})" for c in MNIST_CLASSIFIERS)
+    return f"{ll:.2f} | {full} | {_grid_cells(rec)}"
+
+
+def fig1c_length(
+    out: str | Path = "runs/fig1c-length",
+    dataset: str = "mnist",
+    data_dir: str | None = None,
+    epochs: int = 100,
+    n_train: int = 0,
+    eval_samples: int = 10_000,
+    jobs: int = 2,
+    device: str = "cpu",
+    authors_grid: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Figure 1(c)'s SteinGAN-RBM against training length: the default preset and the authors'
+    recipe, one seed each, evaluated at every epoch (exact test log-likelihood; ``eval_samples``
+    images and the 10 x 10 grid under both MNIST classifiers). Writes fig1c-length.md, .png and
+    summary.json; a second call resumes the runs or, if they are done, only redraws."""
+    from .plots import plot_metric_panels
+    from .sample_scores import MNIST_CLASSIFIERS, grid_scores, read_grid
+
+    _mnist_only(dataset, "fig1c-length")
+    out = Path(out)
+    load_dataset(dataset, data_dir)  # before anything is created
+    theirs = grid_scores(read_grid(authors_grid)) if authors_grid is not None else None
+    target = PAPER_FIG1["authors_ll_with_kernel"]
+    cfgs = {
+        name: _preset(
+            preset,
+            [
+                f"dataset={dataset}",
+                f"epochs={epochs}",
+                "eval_every=1",
+                f"eval_samples={eval_samples}",
+                f"n_train={n_train}",
+                f"device={device}",
+                f"out_dir={out / _slug(name)}",
+            ],
+        )
+        for name, preset in LENGTH_RUNS.items()
+    }
+    for cfg in cfgs.values():
+        cfg.data_dir = data_dir
+    out.mkdir(parents=True, exist_ok=True)
+    results = dict(zip(cfgs, run_many(list(cfgs.values()), jobs, log)))
+    summary: dict[str, Any] = {"epochs": epochs, "eval_samples": eval_samples, "runs": {}, "authors_grid": theirs}
+    lines = [
+        f"Figure 1(c) against training length: {epochs} epochs, seed 0, every epoch: exact test LL (nats), "
+        f"inception score (classes seen) of {eval_samples:,} images and of the 10 x 10 grid (one split), under "
+        f"each MNIST classifier ({', '.join(MNIST_CLASSIFIERS)}). The authors' README: {target} (AIS).",
+        "",
+    ]
+    heads = (
+        " | ".join(f"IS {c}" for c in MNIST_CLASSIFIERS) + " | " + " | ".join(f"grid {c}" for c in MNIST_CLASSIFIERS)
+    )
+    for name, res in results.items():
+        evals = [r for r in res["evals"] if r["epoch"] >= 1 and "test_ll" in r]
+        if not evals:
+            continue
+        best = max(evals, key=lambda r: r["test_ll"])
+        passed = next((r["epoch"] for r in evals if r["test_ll"] > target), None)
+        summary["runs"][name] = {
+            "out_dir": res["out_dir"],
+            "diverged": res["diverged"],
+            "evals": evals,
+            "best_ll": best["test_ll"],
+            "best_ll_epoch": best["epoch"],
+            "passes_authors_ll_at": passed,
+        }
+        lines += [
+            f"**{name}** ({res['out_dir']}): best test LL {best['test_ll']:.2f} at epoch {best['epoch']:g}; "
+            + (f"passes {target} at epoch {passed:g}." if passed is not None else f"does not pass {target}.")
+            + (f" Diverged: {res['diverged']}." if res["diverged"] else ""),
+            "",
+            f"| epoch | test LL | {heads} |",
+            "| --- | --- |" + " --- |" * (2 * len(MNIST_CLASSIFIERS)),
+        ]
+        shown = sorted({1, 5, *range(10, int(evals[-1]["epoch"]) + 1, 10), int(evals[-1]["epoch"])})
+        for r in evals:
+            if r["epoch"] in shown and all(f"grid_{c}_is" in r for c in MNIST_CLASSIFIERS):
+                lines.append(f"| {r['epoch']:g} | {_length_cells(r)} |")
+        lines.append("")
+    if theirs is not None:
+        lines.append(f"The authors' grid ({Path(str(authors_grid)).name}), one split: {_grid_cells(theirs)}.")
+    (out / "fig1c-length.md").write_text("\n".join(lines) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    def curve(key: str) -> dict[str, tuple[list[float], list[float]]]:
+        return {
+            f"{name}, {key}": (
+                [r["epoch"] for r in run["evals"] if key in r],
+                [r[key] for r in run["evals"] if key in r],
+            )
+            for name, run in summary["runs"].items()
+        }
+
+    ref = {f"the authors' grid, {c}": theirs[f"grid_{c}_is"] for c in MNIST_CLASSIFIERS} if theirs else {}
+    full_is = {k: v for c in MNIST_CLASSIFIERS for k, v in curve(f"{c}_is").items()}
+    grid_is = {k: v for c in MNIST_CLASSIFIERS for k, v in curve(f"grid_{c}_is").items()}
+    if summary["runs"]:
+        plot_metric_panels(
+            [
+                ("exact test log-likelihood (nats)", curve("test_ll"), {f"the authors' README ({target})": target}),
+                (f"inception score, {eval_samples:,} images", full_is, {}),
+                ("inception score, the 10 x 10 grid", grid_is, ref),
+            ],
+            out / "fig1c-length.png",
+            "epoch",
+        )
+    return summary

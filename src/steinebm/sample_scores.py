@@ -34,9 +34,7 @@ __all__ = ["MNIST_CLASSIFIERS", "score_images", "grid_scores", "read_grid", "gen
 MNIST_CLASSIFIERS = ("mnist", "mnist-lenet")
 
 
-def score_images(
-    x: Tensor, classifiers: Sequence[str] = MNIST_CLASSIFIERS, n_splits: int = 10
-) -> dict[str, float]:
+def score_images(x: Tensor, classifiers: Sequence[str] = MNIST_CLASSIFIERS, n_splits: int = 10) -> dict[str, float]:
     """For each classifier ``c``: ``c_is`` and ``c_is_std`` (inception score over ``n_splits``),
     ``c_classes`` (classes holding at least one image), ``c_top_share`` (the share of the most
     frequent predicted class) and ``c_share_8`` (the share called "8", the class speckled digits
@@ -87,14 +85,23 @@ def read_grid(path: str | Path, rows: int = 10, cols: int = 10, tile: int = 28, 
 
 
 def generated_images(G: Any, n: int, seed: int = 0, batch_size: int = 1000) -> Tensor:
-    """``n`` images of an unconditional generator from seeded noise drawn on the CPU (the same
-    draws on every device), on the CPU, in batches of ``batch_size`` (a generator whose BatchNorm
-    uses batch statistics sees batches of that size)."""
+    """``n`` images of a generator from seeded noise drawn on the CPU (the same draws on every
+    device), on the CPU, in batches of ``batch_size`` (a generator whose BatchNorm uses batch
+    statistics sees batches of that size). A class-conditional generator (one with
+    ``n_classes``) is given image k the label ``(k // n_classes) % n_classes``: every class
+    equally often, and each 10 x 10 block of images, shown as a grid, one class per row."""
     from .generators import uniform_noise
 
     device = next(G.parameters()).device
     rng = torch.Generator().manual_seed(seed)
+    K = int(getattr(G, "n_classes", 0))
+    out = []
     with torch.no_grad():
-        chunks = [uniform_noise(min(batch_size, n - k), G.noise_dim, rng) for k in range(0, n, batch_size)]
-        return torch.cat([G(xi.to(device)).reshape(len(xi), -1).cpu() for xi in chunks])
-
+        for k in range(0, n, batch_size):
+            xi = uniform_noise(min(batch_size, n - k), G.noise_dim, rng).to(device)
+            if K:
+                y = (torch.arange(k, k + len(xi)) // K % K).to(device)
+                out.append(G(xi, y).reshape(len(xi), -1).cpu())
+            else:
+                out.append(G(xi).reshape(len(xi), -1).cpu())
+    return torch.cat(out)

@@ -22,7 +22,8 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,13 @@ from .energies import GaussianBernoulliRBM
 from .energies.autoencoder import AutoencoderEnergy
 from .energies.joint import JointAutoencoderEnergy
 from .errors import DivergenceError, UserError
-from .generators import MNISTDiscriminator, MNISTGenerator
+from .generators import (
+    LabelSampler,
+    MNISTConditionalDiscriminator,
+    MNISTConditionalGenerator,
+    MNISTDiscriminator,
+    MNISTGenerator,
+)
 from .image_nets import (
     IMAGE_SIZES,
     ConditionalDCGANDiscriminator,
@@ -61,7 +68,7 @@ from .image_nets import (
 )
 from .kernels import IMQ, RBF, ConstantKernel, FeatureKernel, Kernel
 from .learners import CD, HyvarinenScoreMatching, Learner, SteinCD, SteinScoreMatching, SymmetricSteinCD
-from .learners.steingan import AmortizedSVGD, DCGANLoss, SteinGAN
+from .learners.steingan import AlternatingSchedule, AmortizedSVGD, DCGANLoss, SteinGAN
 from .metrics import EXACT_MAX_HIDDEN, average_log_likelihood, mean_negative_energy
 from .provenance import check_same_data, record_data
 
@@ -109,7 +116,11 @@ def build_kernel(cfg: Config, name: str | None = None, model: nn.Module | None =
     if name == "feature":
         if model is None or not hasattr(model, "encode"):
             raise UserError("gen_kernel=feature needs an energy with an encoder (model=autoencoder or joint)")
-        return FeatureKernel(_feature_codes(model, cfg.feature_codes), repulsion=cfg.feature_repulsion)
+        return FeatureKernel(
+            _feature_codes(model, cfg.feature_codes),
+            repulsion=cfg.feature_repulsion,
+            bandwidth_rule=cfg.feature_bandwidth,
+        )
     if name == "rbf":
         return RBF(cfg.bandwidth, cfg.median_over, cfg.log_term, cfg.median_of)  # type: ignore[arg-type]
     if name == "imq":
@@ -188,6 +199,8 @@ def build_model(
     shape = tuple(image_shape) if image_shape is not None else MNIST_SHAPE
     if cfg.method == "dcgan":
         if shape == MNIST_SHAPE:
+            if cfg.conditional:
+                return MNISTConditionalDiscriminator(N_CLASSES, generator=generator)
             return MNISTDiscriminator(generator=generator)
         side, channels = _image_net_size(shape, "the DCGAN discriminator")
         if cfg.conditional:
@@ -195,6 +208,10 @@ def build_model(
         return DCGANDiscriminator(side, channels, cfg.disc_width or 128, generator=generator)
     if cfg.model == "rbm":
         return GaussianBernoulliRBM(dim, cfg.n_hidden, generator=generator)
+    if cfg.model == "joint" and shape == MNIST_SHAPE:
+        return JointAutoencoderEnergy.mnist(
+            N_CLASSES, cfg.margin, cfg.code_dim, cfg.width or 64, generator, cfg.input_dropout, cfg.head_dropout
+        )
     side, channels = _image_net_size(shape, f"the {cfg.model} energy")
     width = cfg.width or None
     if cfg.model == "joint":
@@ -216,11 +233,41 @@ def build_generator(
         return MNISTGenerator(
             cfg.noise_dim, generator, cfg.gen_bias, cfg.gen_batchnorm, cfg.gen_bn_stats, cfg.gen_bn_eps
         )
+    if shape == MNIST_SHAPE:
+        return MNISTConditionalGenerator(
+            cfg.noise_dim, N_CLASSES, generator, cfg.gen_bias, cfg.gen_batchnorm, cfg.gen_bn_stats, cfg.gen_bn_eps
+        )
     side, channels = _image_net_size(shape, "the generator")
     ngf = cfg.gen_width or 128
     if conditional:
         return ConditionalDCGANGenerator(side, channels, N_CLASSES, cfg.noise_dim, ngf, generator=generator)
     return DCGANGenerator(side, channels, cfg.noise_dim, ngf, generator=generator)
+
+
+def lr_decay(cfg: Config, epoch: int) -> float:
+    """The learning-rate factor in ``epoch`` (counted from 0): 1, and from ``lr_decay_from`` on
+    ``1 - (epoch - lr_decay_from) / (epochs - lr_decay_from)`` (the authors' MNIST code)."""
+    start = cfg.lr_decay_from
+    if start is None or epoch < start:
+        return 1.0
+    return 1.0 - (epoch - start) / (cfg.epochs - start)
+
+
+@contextmanager
+def _lr_scaled(opt: torch.optim.Optimizer, factor: float) -> Iterator[None]:
+    """Every learning rate of ``opt`` times ``factor`` for one step, then back: a rule's or a
+    schedule's factor leaves the rates a rollback lowered as they are."""
+    if factor == 1.0:
+        yield
+        return
+    saved = [group["lr"] for group in opt.param_groups]
+    for group in opt.param_groups:
+        group["lr"] = group["lr"] * factor
+    try:
+        yield
+    finally:
+        for group, lr in zip(opt.param_groups, saved):
+            group["lr"] = lr
 
 
 def _apply(loss: Tensor, opt: torch.optim.Optimizer, what: str, ranks: Ranks = SINGLE) -> None:
@@ -304,12 +351,15 @@ def build_parts(
     G = G.to(device)
     opt_g = _adam(cfg, G, gen=True)
     gen: Any = G  # an nn.Module with sample_noise (and, conditional, labels)
-    conditional = isinstance(G, ConditionalDCGANGenerator)
+    conditional = isinstance(G, LabelSampler)
 
-    def generate(rng: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        """x- = G(xi) (Algorithm 2, step 2), with the labels a conditional G was given."""
+    def generate(rng: torch.Generator, y_pos: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """x- = G(xi) (Algorithm 2, step 2), with the labels a conditional G was given: drawn, or
+        (gen_labels=batch) the real batch's."""
         if conditional:
             xi, y = gen.sample_noise(m, rng)
+            if cfg.gen_labels == "batch":
+                y = need_labels(y_pos)
             return gen(xi, y), y
         return gen(gen.sample_noise(m, rng)), None
 
@@ -328,7 +378,7 @@ def build_parts(
         opt_d = _adam(cfg, model)
 
         def dcgan_step(x_pos: Tensor, rng: torch.Generator, y_pos: Tensor | None = None) -> StepOut:
-            x_gen, y_gen = generate(rng)
+            x_gen, y_gen = generate(rng, y_pos)
             if y_gen is None:
                 d_real, d_fake = model(x_pos), model(x_gen.detach())
             else:  # the conditional baseline: D sees each image with its label
@@ -361,7 +411,7 @@ def build_parts(
         )
 
         def generator_step(x_pos: Tensor, rng: torch.Generator, y_pos: Tensor | None = None) -> StepOut:
-            x_gen, y_gen = generate(rng)
+            x_gen, y_gen = generate(rng, y_pos)
             g_loss, stats = amortized.loss(labelled(y_gen), x_gen)
             _apply(g_loss, opt_g, "generator", ranks)
             return g_loss, stats
@@ -389,8 +439,31 @@ def build_parts(
     if opt_cd is not opt:
         optimizers["cd_optimizer"] = opt_cd
 
+    if cfg.schedule == "alternate":
+        schedule = AlternatingSchedule(cfg.gamma, cfg.gamma_adaptive or cfg.gamma, cfg.energy_lr_boost, cfg.skip_margin)
+        cost: Callable[[Tensor], Tensor] = model.reconstruction_error  # type: ignore[assignment]
+
+        def alternating_step(x_pos: Tensor, rng: torch.Generator, y_pos: Tensor | None = None) -> StepOut:
+            x_gen, y_gen = generate(rng, y_pos)  # one batch of samples, for whichever step this is
+            if schedule.generator_turn():
+                loss, stats = sg.generator_loss(labelled(y_gen), x_gen)
+                _apply(loss, opt_g, "generator", ranks)
+                stats["g_loss"] = float(loss.detach())
+            else:
+                energy_pos = labelled(None if y_gen is None else need_labels(y_pos))
+                loss, stats = sg.energy_loss(energy_pos, x_pos, x_gen, False, labelled(y_gen), schedule.gamma_now())
+                with _lr_scaled(opt, schedule.energy_lr_factor()):
+                    _apply(loss, opt, "energy", ranks)
+            with torch.no_grad():  # the next step's rules, from this step's batches (input dropout on)
+                costs = torch.stack([cost(x_pos).mean(), cost(x_gen.detach()).mean()])
+            c_real, c_gen = ranks.mean_tensor(costs).tolist()
+            schedule.after(c_real, c_gen)
+            return loss, {**stats, "cost_real": c_real, "cost_gen": c_gen}
+
+        return _Parts({"model": model, "generator": G, "schedule": schedule}, optimizers, alternating_step)
+
     def steingan_step(x_pos: Tensor, rng: torch.Generator, y_pos: Tensor | None = None) -> StepOut:
-        x_gen, y_gen = generate(rng)  # Algorithm 2, step 2
+        x_gen, y_gen = generate(rng, y_pos)  # Algorithm 2, step 2
         g_loss, gstats = sg.generator_loss(labelled(y_gen), x_gen)  # step 3
         _apply(g_loss, opt_g, "generator", ranks)
         steincd = ranks.agree(sg.use_steincd(rng))  # every rank takes rank 0's coin
@@ -777,9 +850,9 @@ def _train(
     parts = build_parts(cfg, dim, device, ranks, tuple(data.image_shape))
     _on_main(ranks, lambda: _check_free_space(out, _checkpoint_bytes(parts)))
     G = parts.modules.get("generator")
-    if cfg.eval_samples and not isinstance(G, MNISTGenerator):
-        raise UserError("eval_samples scores an unconditional MNIST generator's images: set eval_samples=0 here")
-    if isinstance(G, ConditionalDCGANGenerator) and not resume:
+    if cfg.eval_samples and not isinstance(G, (MNISTGenerator, MNISTConditionalGenerator)):
+        raise UserError("eval_samples scores an MNIST generator's images: set eval_samples=0 here")
+    if isinstance(G, LabelSampler) and not resume:
         # a conditional generator draws labels as often as the training set holds them
         G.set_class_counts(torch.bincount(data.train.y, minlength=G.n_classes).float())
     model = parts.modules["model"]
@@ -955,12 +1028,16 @@ def _train(
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             x_pos, y_pos = ranks.local_slice(x_train[idx]), ranks.local_slice(y_train[idx])
             failed_step = step + 1
-            if cfg.input_dropout > 0:
-                # torch's own generator feeds the energy's input dropout: seeded per step and rank,
-                # so a resumed run draws the same masks
+            if cfg.input_dropout > 0 or cfg.head_dropout > 0:
+                # torch's own generator feeds the energy's dropout: seeded per step and rank, so a
+                # resumed run draws the same masks
                 torch.manual_seed(rank_seed(step) + 1)
             try:
-                loss, stats = parts.step(x_pos, rng, y_pos)
+                with ExitStack() as scaled:
+                    decay = lr_decay(cfg, epoch)
+                    for opt in parts.optimizers.values():
+                        scaled.enter_context(_lr_scaled(opt, decay))
+                    loss, stats = parts.step(x_pos, rng, y_pos)
                 if not _all_finite(parts.modules):
                     raise DivergenceError("non-finite parameters after the update")
                 after = step + 1

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..generators import init_normal_002
 from ..image_nets import _seeded
 from .autoencoder import DEFAULT_WIDTH, AutoencoderEnergy, reconstruction_norm
+from .mnist_autoencoder import MNISTTiedDecoder, MNISTTiedEncoder
 
 __all__ = ["JointAutoencoderEnergy", "LabelledEnergy", "cross_entropy"]
 
@@ -52,6 +53,11 @@ class JointAutoencoderEnergy(nn.Module):
     term cancels), and :meth:`predict` the head's argmax (also a mode of p(y | x), since the
     hinge is non-decreasing in sigma). :meth:`marginal` is ``log sum_y exp f(x, y)``.
 
+    Dropout (training mode only; neither is in the paper's text): ``input_dropout`` on the
+    encoder's input (see :class:`AutoencoderEnergy`), ``head_dropout`` on the code before the
+    head (the authors' MNIST code drops 30 % of both). :meth:`mnist` builds the authors' MNIST
+    network, :meth:`dcgan` the paper-sized one for 32 / 64 px images.
+
     >>> import torch
     >>> enc, dec = nn.Linear(2, 2, bias=False), nn.Linear(2, 2, bias=False)
     >>> _ = enc.weight.data.copy_(torch.eye(2)), dec.weight.data.copy_(torch.eye(2))  # D(E(x)) = x
@@ -71,8 +77,11 @@ class JointAutoencoderEnergy(nn.Module):
         image_shape: tuple[int, ...] | None = None,
         generator: torch.Generator | None = None,
         input_dropout: float = 0.0,
+        head_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= head_dropout < 1.0:
+            raise ValueError(f"head_dropout must be in [0, 1), got {head_dropout}")
         if n_classes < 2:
             raise ValueError(f"n_classes must be >= 2, got {n_classes}")
         margin = float(margin)
@@ -82,6 +91,7 @@ class JointAutoencoderEnergy(nn.Module):
         if p is None:
             raise ValueError("code_dim is needed when the encoder has no code_dim attribute")
         self.n_classes, self.margin, self.code_dim = n_classes, margin, int(p)
+        self.head_dropout = float(head_dropout)
         self.autoencoder = AutoencoderEnergy(encoder, decoder, image_shape, input_dropout)
         with _seeded(generator):
             self.head = nn.Linear(self.code_dim, n_classes)  # m n_classes
@@ -105,6 +115,29 @@ class JointAutoencoderEnergy(nn.Module):
         ae = AutoencoderEnergy.dcgan(image_size, channels, code_dim, w, generator)
         return cls(ae.encoder, ae.decoder, n_classes, margin, code_dim, ae.image_shape, generator, input_dropout)
 
+    @classmethod
+    def mnist(
+        cls,
+        n_classes: int = 10,
+        margin: float = 0.2,
+        code_dim: int = 512,
+        width: int = 64,
+        generator: torch.Generator | None = None,
+        input_dropout: float = 0.0,
+        head_dropout: float = 0.0,
+    ) -> JointAutoencoderEnergy:
+        """The authors' MNIST joint energy (``mnist_steingan.py``): the tied-weight autoencoder of
+        :mod:`steinebm.energies.mnist_autoencoder` (widths 64 and code 512) and the linear head on
+        the code. Their settings: margin 0.2 and dropout 0.3 on both the input and the code.
+
+        >>> f = JointAutoencoderEnergy.mnist(width=4, code_dim=6)
+        >>> f(torch.rand(3, 784), torch.tensor([0, 1, 2])).shape
+        torch.Size([3])
+        """
+        enc = MNISTTiedEncoder(width, code_dim, generator)
+        dec = MNISTTiedDecoder(enc, generator)
+        return cls(enc, dec, n_classes, margin, code_dim, (1, 28, 28), generator, input_dropout, head_dropout)
+
     @property
     def encoder(self) -> nn.Module:
         return self.autoencoder.encoder
@@ -122,7 +155,14 @@ class JointAutoencoderEnergy(nn.Module):
         xi = self.autoencoder._images(x)
         z = self.encoder(self.autoencoder.corrupt(xi))
         rec = reconstruction_norm(xi, self.decoder(z).reshape(xi.shape))
-        return rec, self.head(z.reshape(x.shape[0], -1))
+        code = z.reshape(x.shape[0], -1)
+        if self.head_dropout > 0.0 and self.training:  # the authors' MNIST code drops 30 % of the code
+            code = F.dropout(code, self.head_dropout, training=True)
+        return rec, self.head(code)
+
+    def reconstruction_error(self, x: Tensor) -> Tensor:
+        """``||x - D(E(x))||`` per sample, (m,), the input dropped out in training mode."""
+        return self.autoencoder.reconstruction_error(x)
 
     def label_term(self, logits: Tensor, y: Tensor) -> Tensor:
         """max(m, sigma(y, logits)) per sample, (m,)."""

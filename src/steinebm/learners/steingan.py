@@ -12,7 +12,7 @@ from ..kernels import RBF, Kernel
 from ..svgd import Normalize, amortized_svgd_loss, svgd_direction
 from .steincd import SteinCD
 
-__all__ = ["AmortizedSVGD", "SteinGAN", "DCGANLoss"]
+__all__ = ["AmortizedSVGD", "SteinGAN", "DCGANLoss", "AlternatingSchedule"]
 
 
 class AmortizedSVGD:
@@ -100,9 +100,17 @@ class SteinGAN:
         return bool(torch.rand((), generator=generator, device=device) < self.alpha)
 
     def energy_loss(
-        self, energy: nn.Module, x_pos: Tensor, x_gen: Tensor, steincd: bool, energy_gen: nn.Module | None = None
+        self,
+        energy: nn.Module,
+        x_pos: Tensor,
+        x_gen: Tensor,
+        steincd: bool,
+        energy_gen: nn.Module | None = None,
+        gamma: float | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
-        """Surrogate whose theta-gradient is minus the energy update above.
+        """Surrogate whose theta-gradient is minus the energy update above; ``gamma``, where
+        given, is the discount of this step (set by an :class:`AlternatingSchedule`) instead of
+        the adaptive rule's.
 
         ``energy`` scores the real batch (and SteinCD's negatives, made from it); ``energy_gen``
         (default ``energy``) the generated batch, e.g. the joint energy given the generated
@@ -118,8 +126,9 @@ class SteinGAN:
             x_neg = x_gen.detach().reshape(x_pos.shape)
             f_neg = (energy if energy_gen is None else energy_gen)(x_neg).mean()
         f_pos = energy(x_pos).mean()
-        gamma = 0.0
-        if not steincd:
+        if steincd:
+            gamma = 0.0
+        elif gamma is None:
             gamma = self.gamma
             real_energy_higher = bool(f_pos < f_neg)
             if self.gamma_adaptive is not None and real_energy_higher == (
@@ -134,6 +143,65 @@ class SteinGAN:
             "steincd": float(steincd),
         }
         return loss, stats
+
+
+class AlternatingSchedule(nn.Module):
+    """The step schedule of the authors' MNIST SteinGAN (``mnist_steingan.py``), with its state.
+
+    Instead of Algorithm 2's generator step then energy step on every batch, each batch takes
+    one of them, and three rules set the next step from the reconstruction costs
+    ``c+ = mean ||x+ - D(E(x+))||`` and ``c- = mean ||x- - D(E(x-))||`` of the step's real and
+    generated batches (measured after its update, as their code does):
+
+    - alternation: a counter of updates; an even count is a generator step, an odd one an energy
+      step. After every step, while ``c- > c+ + skip_margin`` the counter jumps to the next even
+      number, so energy steps are skipped until the generator catches up;
+    - discount: the energy step's weight on the generated batch is ``1 - gamma_raised`` (their
+      0.1) when ``c+ <= c-``, else ``1 - gamma`` (their 0.3);
+    - learning rate: when ``c+ > c-``, the energy's learning rate is ``lr_boost`` times its own
+      (their 5).
+
+    Its state (the counter and the last comparison) is saved in checkpoints as buffers.
+
+    >>> s = AlternatingSchedule(gamma=0.7, gamma_raised=0.9, lr_boost=5.0, skip_margin=0.5)
+    >>> s.generator_turn(), s.gamma_now(), s.energy_lr_factor()
+    (True, 0.7, 1.0)
+    >>> s.after(cost_real=3.0, cost_gen=2.0)  # real cost higher: boost, no raise
+    >>> s.generator_turn(), s.gamma_now(), s.energy_lr_factor()
+    (False, 0.7, 5.0)
+    >>> s.after(cost_real=2.0, cost_gen=4.0)  # generated far worse: skip to a generator step
+    >>> s.generator_turn(), s.gamma_now(), s.energy_lr_factor()
+    (True, 0.9, 1.0)
+    """
+
+    updates: Tensor
+    real_higher: Tensor
+
+    def __init__(self, gamma: float, gamma_raised: float, lr_boost: float = 1.0, skip_margin: float | None = None):
+        super().__init__()
+        self.gamma, self.gamma_raised, self.lr_boost, self.skip_margin = gamma, gamma_raised, lr_boost, skip_margin
+        self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
+        # c+ > c- at the last step; their code starts with the weight 0.3 and no boost
+        self.register_buffer("real_higher", torch.zeros((), dtype=torch.bool))
+
+    def generator_turn(self) -> bool:
+        return int(self.updates) % 2 == 0
+
+    def gamma_now(self) -> float:
+        if int(self.updates) == 0:
+            return self.gamma
+        return self.gamma if bool(self.real_higher) else self.gamma_raised
+
+    def energy_lr_factor(self) -> float:
+        return self.lr_boost if bool(self.real_higher) else 1.0
+
+    def after(self, cost_real: float, cost_gen: float) -> None:
+        """Count the step just taken and set the next one from its batches' costs."""
+        n = int(self.updates) + 1
+        if self.skip_margin is not None and cost_gen > cost_real + self.skip_margin:
+            n += 2 - n % 2
+        self.updates.fill_(n)
+        self.real_higher.fill_(cost_real > cost_gen)
 
 
 class DCGANLoss:

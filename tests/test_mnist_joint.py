@@ -1,0 +1,249 @@
+"""The joint-energy SteinGAN on MNIST as the authors' mnist_steingan.py trains it: their networks,
+kernel, step schedule and learning-rate rules, each checked against a literal transcription of
+their code or a computation made independently here."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from steinebm import train as T
+from steinebm.config import Config, load_config
+from steinebm.data import load_dataset
+from steinebm.energies import JointAutoencoderEnergy
+from steinebm.errors import ConfigError
+from steinebm.generators import MNISTConditionalDiscriminator, MNISTConditionalGenerator
+from steinebm.kernels import FeatureKernel
+from steinebm.learners.steingan import AlternatingSchedule
+from steinebm.sample_scores import generated_images
+
+PRESET = T.Path(__file__).resolve().parents[1] / "configs" / "mnist-joint-steingan.yaml"
+SMALL = dict(dataset="mnist-embedded", n_train=400, width=4, code_dim=8, progress=False, eval_samples=0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("mnist-embedded")
+
+
+def _bn(h: torch.Tensor, g=None, b=None) -> torch.Tensor:
+    """The authors' batchnorm: batch mean and (biased) variance, eps 1e-8, optional scale and shift."""
+    dims = [0, 2, 3] if h.dim() == 4 else [0]
+    u = h.mean(dims, keepdim=True)
+    s = ((h - u) ** 2).mean(dims, keepdim=True)
+    h = (h - u) / torch.sqrt(s + 1e-8)
+    if g is not None:
+        shape = (1, -1, 1, 1) if h.dim() == 4 else (1, -1)
+        h = h * g.view(shape) + b.view(shape)
+    return h
+
+
+def _deconv_as_grad(h: torch.Tensor, w: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tensor:
+    """Their deconv(h, w): the gradient of a stride-2, padding-2 convolution with w, taken with
+    respect to its input of ``out_shape`` and seeded with h (how their ops.deconv defines it)."""
+    x = torch.zeros(out_shape, requires_grad=True)
+    (g,) = torch.autograd.grad(F.conv2d(x, w, stride=2, padding=2), x, grad_outputs=h)
+    return g
+
+
+def test_joint_energy_is_their_discrim_and_classifier(data):
+    torch.manual_seed(0)
+    f = JointAutoencoderEnergy.mnist(margin=0.2, width=4, code_dim=8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # give the scales, shifts and head values away from their initial ones
+        for p in f.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    p = dict(f.named_parameters())
+    x = data.train.x[:6].reshape(6, 1, 28, 28)
+    y = data.train.y[:6]
+    w1, w2 = p["autoencoder.encoder.conv1.weight"], p["autoencoder.encoder.conv2.weight"]
+    fw = p["autoencoder.encoder.fc.weight"].T  # their (6272, 512) layout: T.dot(fl, fw)
+    g2, b2 = p["autoencoder.encoder.bn2.weight"], p["autoencoder.encoder.bn2.bias"]
+    g2t, b2t = p["autoencoder.decoder.bn1.weight"], p["autoencoder.decoder.bn1.bias"]
+    # their discrim(X), dropout off, written out layer by layer
+    cv1 = F.relu(F.conv2d(x, w1, stride=2, padding=2))
+    cv2 = F.relu(_bn(F.conv2d(cv1, w2, stride=2, padding=2), g2, b2))
+    hidden = F.relu(_bn(cv2.flatten(1) @ fw))
+    flt = F.relu(_bn(hidden @ fw.T))
+    dv2 = F.relu(_bn(_deconv_as_grad(flt.reshape(cv2.shape), w2, cv1.shape), g2t, b2t))
+    rx = torch.sigmoid(_deconv_as_grad(dv2, w1, x.shape))
+    mse = torch.sqrt(((x - rx) ** 2).flatten(1).sum(1))
+    logits = hidden @ p["head.weight"].T + p["head.bias"]
+    err = torch.clamp(-(F.log_softmax(logits, 1) * F.one_hot(y, 10)).sum(1), min=0.2)
+    f.eval()
+    torch.testing.assert_close(f(x, y), -(mse + err), rtol=1e-5, atol=1e-5)
+    # tied: one weight per layer pair, and the energy's parameter count is theirs
+    n = 4 * 25 + 8 * 4 * 25 + 2 * 8 + 8 * 49 * 8 + 2 * 4 + 8 * 10 + 10
+    assert sum(q.numel() for q in f.parameters()) == n
+
+
+def test_dropout_acts_on_input_and_code_in_training_only():
+    f = JointAutoencoderEnergy.mnist(width=4, code_dim=8, input_dropout=0.3, head_dropout=0.3)
+    x, y = torch.rand(8, 784), torch.arange(8) % 10
+    f.eval()
+    assert torch.equal(f(x, y), f(x, y))
+    f.train()
+    torch.manual_seed(0)
+    a = f(x, y)
+    torch.manual_seed(1)
+    assert not torch.equal(a, f(x, y))
+
+
+def test_generator_appends_the_label_to_every_layer():
+    G = MNISTConditionalGenerator(bias=False, batchnorm="plain", bn_stats="batch", bn_eps=1e-8)
+    shapes = [m.weight.shape for m in (G.fc1[0], G.fc2[0], G.up1[0], G.up2)]
+    assert shapes == [(1024, 110), (6272, 1034), (138, 64, 5, 5), (74, 1, 5, 5)]
+    xi = torch.rand(4, 100) * 2 - 1
+    a, b = G(xi, torch.tensor([0, 1, 2, 3])), G(xi, torch.tensor([0, 1, 2, 4]))
+    assert torch.all(a >= 0) and torch.all(a <= 1)
+    assert not torch.allclose(a[3], b[3])
+    D = MNISTConditionalDiscriminator()
+    assert D(a, torch.tensor([0, 1, 2, 3])).shape == (4,)
+
+
+def test_authors_mnist_bandwidth_and_their_repulsion_is_zero():
+    torch.manual_seed(0)
+    m = 10
+    W = torch.randn(12, 5)
+    feats = lambda x: torch.tanh(x @ W)  # noqa: E731
+    x = torch.randn(m, 12)
+    K, R = FeatureKernel(feats, repulsion="none", bandwidth_rule="authors-mnist").gram_and_repulsion(x)
+    e = feats(x).detach().numpy().astype(np.float64)
+    H = ((e[:, None] - e[None]) ** 2).sum(2)
+    h = math.sqrt(0.5 * np.median(H.ravel()) / math.log(m + 1)) / 2.0  # their vgd_kernel, numpy's median
+    np.testing.assert_allclose(K.numpy(), np.exp(-H / h**2 / 2.0), rtol=1e-5, atol=1e-7)
+    assert torch.equal(R, torch.zeros_like(x))
+    # their repulsive term, transcribed: grad of mean_i sum_j <dxkxy_i, E(x0_j)> w.r.t. x0
+    Kt = torch.tensor(np.exp(-H / h**2 / 2.0), dtype=torch.float64)
+    et = torch.tensor(e)
+    dxkxy = (-Kt @ et + et * Kt.sum(1, keepdim=True)) / h**2
+    x0 = x.double().requires_grad_(True)
+    cost = (dxkxy @ torch.tanh(x0 @ W.double()).T).sum(1).mean()
+    (rep,) = torch.autograd.grad(cost, x0)
+    drive = torch.autograd.grad(torch.tanh(x0 @ W.double()).sum(), x0)[0]
+    assert float(rep.norm()) < 1e-12 * float(drive.norm())
+
+
+def _their_schedule(costs: list[tuple[float, float]], skip: float = 0.5) -> list[tuple[str, float, float]]:
+    """mnist_steingan.py's loop, transcribed: per batch (kind, weight on generated, lr factor)."""
+    n_updates, k, balance, boost = 0, 1, 0.3, 1.0
+    out = []
+    for c_data, c_vgd in costs:
+        out.append(("g" if n_updates % (k + 1) == 0 else "d", balance, boost))
+        n_updates += 1
+        boost = 1.0
+        if c_data > c_vgd:
+            boost = 5.0
+            balance = 0.3
+        else:
+            balance = 0.1
+        if c_vgd > c_data + skip:
+            n_updates = n_updates + k + 1 - n_updates % (k + 1)
+    return out
+
+
+def test_alternating_schedule_follows_their_loop():
+    rng = np.random.default_rng(0)
+    costs = [(float(a), float(b)) for a, b in rng.uniform(5, 7, size=(300, 2))]
+    s = AlternatingSchedule(gamma=0.7, gamma_raised=0.9, lr_boost=5.0, skip_margin=0.5)
+    ours = []
+    for c_real, c_gen in costs:
+        kind = "g" if s.generator_turn() else "d"
+        ours.append((kind, round(1 - s.gamma_now(), 12), s.energy_lr_factor()))
+        s.after(c_real, c_gen)
+    theirs = [(kind, round(w, 12), f) for kind, w, f in _their_schedule(costs)]
+    energy_rows = [(o, t) for o, t in zip(ours, theirs) if t[0] == "d"]
+    assert [o[0] for o in ours] == [t[0] for t in theirs]
+    assert len(energy_rows) > 50 and all(o == t for o, t in energy_rows)  # weight and lr where they act
+    assert 0 < sum(t[0] == "g" for t in theirs) - sum(t[0] == "d" for t in theirs)  # some steps were skipped
+
+
+def test_lr_decay_is_their_linear_decay():
+    cfg = Config(epochs=100, lr_decay_from=50)
+    for epoch in (0, 49, 50, 51, 75, 99):
+        assert T.lr_decay(cfg, epoch) == pytest.approx(1.0 - max((epoch - 50) / (100 - 50), 0.0))
+    assert T.lr_decay(Config(epochs=100), 99) == 1.0
+    assert T.lr_decay(Config(epochs=2, lr_decay_from=50), 1) == 1.0  # a short run of a preset
+
+
+def test_alternate_steps_update_one_part_each_and_boost_only_the_energy(tmp_path, data):
+    cfg = load_config(PRESET, [f"{k}={v}" for k, v in SMALL.items()] + [f"out_dir={tmp_path / 'r'}"])
+    parts = T.build_parts(cfg, 784, torch.device("cpu"))
+    model, G, sched = parts.modules["model"], parts.modules["generator"], parts.modules["schedule"]
+    x, y = data.train.x[:100], data.train.y[:100]
+    rng = torch.Generator().manual_seed(0)
+
+    def snap(mod):
+        return [p.detach().clone() for p in mod.parameters()]
+
+    e0, g0 = snap(model), snap(G)
+    parts.step(x, rng, y)  # step 1: the generator's
+    assert all(torch.equal(a, b) for a, b in zip(e0, snap(model)))
+    assert not all(torch.equal(a, b) for a, b in zip(g0, snap(G)))
+    sched.updates.fill_(1)  # make the next step the energy's, boosted
+    sched.real_higher.fill_(True)
+    opt = parts.optimizers["optimizer"]
+    lr_before = opt.param_groups[0]["lr"]
+    e1, g1 = snap(model), snap(G)
+    parts.step(x, rng, y)
+    assert all(torch.equal(a, b) for a, b in zip(g1, snap(G)))
+    assert not all(torch.equal(a, b) for a, b in zip(e1, snap(model)))
+    assert opt.param_groups[0]["lr"] == lr_before  # the boost held for that step only
+    # Adam's first step moves each weight by about lr * factor: the boost shows in the size
+    moved = max(float((a - b).abs().max()) for a, b in zip(e1, snap(model)))
+    assert 4 * cfg.lr < moved <= 5 * cfg.lr * 1.01
+
+
+def test_conditional_images_cycle_through_the_classes_row_by_row():
+    class Echo(torch.nn.Module):
+        noise_dim, n_classes = 3, 10
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, xi, y):
+            return y.float()[:, None] + 0 * xi[:, :1]
+
+    labels = generated_images(Echo(), 250, batch_size=70)[:, 0].long()
+    assert labels[:100].reshape(10, 10).tolist() == [[r] * 10 for r in range(10)]
+    assert torch.bincount(labels[:200], minlength=10).tolist() == [20] * 10
+
+
+def test_alternate_run_resumes_bit_identically(tmp_path, data):
+    over = [f"{k}={v}" for k, v in SMALL.items()] + ["epochs=2", "checkpoint_every=3", "log_every=2"]
+    full = load_config(PRESET, over + [f"out_dir={tmp_path / 'full'}"])
+    T.train(full, dataset=data)
+    part = load_config(PRESET, over + [f"out_dir={tmp_path / 'part'}", "max_steps=6"])
+    T.train(part, dataset=data)
+    part.max_steps = 0
+    T.train(part, resume=True, dataset=data)
+    a, b = T.load_checkpoint(full.out_dir), T.load_checkpoint(part.out_dir)
+    for key in ("model", "generator", "schedule"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+
+
+@pytest.mark.parametrize(
+    "over, key",
+    [
+        (["model=rbm"], "schedule"),
+        (["method=dcgan", "conditional=true", "model=rbm"], "schedule"),
+        (["lr_decay_from=-1"], "lr_decay_from"),
+        (["lr_decay_from=1.5"], "lr_decay_from"),
+        (["head_dropout=1"], "head_dropout"),
+        (["energy_lr_boost=0"], "energy_lr_boost"),
+        (["model=rbm", "schedule=together", "gen_kernel=rbf"], "gen_labels"),
+    ],
+)
+def test_bad_settings_name_their_key(over, key):
+    with pytest.raises(ConfigError, match=f"config value {key}="):
+        load_config(PRESET, over)
+
+
+def test_a_seed_builds_the_same_networks_every_time():
+    cfg = load_config(PRESET, ["width=4", "code_dim=8"])
+    a, b = T.build_parts(cfg, 784, torch.device("cpu")), T.build_parts(cfg, 784, torch.device("cpu"))
+    for name in ("model", "generator"):
+        sa, sb = a.modules[name].state_dict(), b.modules[name].state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa), name
