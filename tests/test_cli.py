@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from steinebm.cli import main
@@ -263,7 +264,76 @@ def test_reproduce_fig1c_length_small(tmp_path, capsys):
         assert f"| 2 | {run['evals'][-1]['test_ll']:.2f} |" in md
         assert (Path(run["out_dir"]) / "config.yaml").read_text().count("gen_bias: false") == (name != "default")
     assert (out / "fig1c-length.png").exists()
+    assert all(run["grid_matches_authors_at"] is None for run in summary["runs"].values())  # no grid given
     # a second call finds the runs done and only redraws
     stamp = (out / "default" / "checkpoint.pt").stat().st_mtime_ns
     assert fig1c_length(out=out, **common)["runs"]["default"]["evals"] == summary["runs"]["default"]["evals"]
     assert (out / "default" / "checkpoint.pt").stat().st_mtime_ns == stamp
+
+
+def test_reproduce_fig1c_ablation_switches_back_one_difference_per_row(tmp_path):
+    import yaml
+
+    from steinebm.reproduce import RECIPE_ABLATIONS, fig1c_ablation
+
+    out = tmp_path / "abl"
+    common = dict(dataset="mnist-embedded", epochs=1, n_train=200, is_samples=100, jobs=1, log=lambda s: None)
+    summary = fig1c_ablation(out=out, seeds=2, ablation_seeds=1, **common)
+    rows = summary["rows"]
+    assert list(rows) == ["the authors' recipe", *RECIPE_ABLATIONS]
+    assert len(rows["the authors' recipe"]["seeds"]) == 2
+
+    def saved(run: Path) -> dict:
+        return yaml.safe_load("\n".join((run / "config.yaml").read_text().splitlines()[1:]))
+
+    recipe = saved(Path(rows["the authors' recipe"]["seeds"][0]["out_dir"]))
+    x_test = load_dataset("mnist-embedded").test.x.double().numpy()
+    for label, row in rows.items():
+        run = Path(row["seeds"][0]["out_dir"])
+        cfg = saved(run)
+        differ = {k for k in cfg if k != "out_dir" and cfg[k] != recipe.get(k)}
+        assert differ == set(row["change"]), label  # exactly the row's settings, nothing else
+        assert all(cfg[k] == v for k, v in row["change"].items())
+        assert row["seeds"][0]["test_ll"] == pytest.approx(_rbm_test_ll_by_hand(run, x_test), rel=1e-6)
+    lls = [s["test_ll"] for s in rows["the authors' recipe"]["seeds"]]
+    assert rows["the authors' recipe"]["mean_std"]["test_ll"] == pytest.approx((np.mean(lls), np.std(lls)))
+    assert "| the authors' recipe | 2 |" in (out / "fig1c-ablation.md").read_text()
+
+
+@pytest.mark.parametrize("flag", ["--transfer-epochs", "--transfer-images", "--fid-samples"])
+def test_mnist_joint_refuses_a_zero_count_before_any_run(tmp_path, capsys, flag):
+    out = tmp_path / "joint"
+    assert main(["reproduce", "mnist-joint", flag, "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flag in err[0] and not out.exists()
+
+
+def test_reproduce_hais_puts_the_exact_likelihood_beside_their_estimator(tmp_path, capsys):
+    from steinebm.metrics import log_likelihood
+    from steinebm.reproduce import hais_table
+    from steinebm.train import load
+
+    run = tmp_path / "rbm"
+    assert main(["train", *SMALL, "method=steincd", "n_hidden=3", "max_steps=5", f"out_dir={run}"]) == 0
+    capsys.readouterr()
+    x_test = load_dataset("mnist-embedded").test.x
+    summary = hais_table([run], out=tmp_path / "hais", steps=(20, 60), groups=3, chains=4, log=lambda s: None)
+    (row,) = summary["rows"]
+    assert row["exact"] == pytest.approx(_rbm_test_ll_by_hand(run, x_test.double().numpy()), rel=1e-6)
+    for n in (20, 60):  # each estimate is the estimator's own, with the chains seeded as given
+        direct = log_likelihood(load(run), x_test, "hais", 4, n, torch.Generator().manual_seed(0), 3)
+        assert row["hais"][str(n)]["ll"] == pytest.approx(direct["log_likelihood"], rel=1e-9)
+        assert row["hais"][str(n)]["stderr"] == pytest.approx(direct["stderr"], rel=1e-9)
+    md = (tmp_path / "hais" / "hais.md").read_text()
+    assert f"{row['exact']:.2f}" in md and "-771.2" in md
+    cache = run / "hais-60x3x4-seed0.json"
+    stamp = cache.stat().st_mtime_ns
+    hais_table([run], out=tmp_path / "hais", steps=(60,), groups=3, chains=4, log=lambda s: None)
+    assert cache.stat().st_mtime_ns == stamp  # kept, not recomputed
+    # a run without an RBM is refused in one line, before any estimate
+    dc = tmp_path / "dcgan"
+    assert main(["train", *SMALL, "method=dcgan", "max_steps=2", f"out_dir={dc}"]) == 0
+    capsys.readouterr()
+    assert main(["reproduce", "hais", "--runs", f"{run},{dc}", "--out", str(tmp_path / "h2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no RBM" in err[0] and not (tmp_path / "h2").exists()

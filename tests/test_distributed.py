@@ -41,6 +41,9 @@ def _rank_params(rank: int, world: int, store: str, cfg_dict: dict, out: str) ->
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    # every rank has joined before any may fail and leave: a rank that failed at once (a batch that
+    # does not split) would otherwise close the connection another rank is still opening
+    dist.barrier()
     cfg = Config(**cfg_dict)
     captured: dict = {}
     real_build = T.build_parts

@@ -247,3 +247,76 @@ def test_a_seed_builds_the_same_networks_every_time():
     for name in ("model", "generator"):
         sa, sb = a.modules[name].state_dict(), b.modules[name].state_dict()
         assert all(torch.equal(sa[k], sb[k]) for k in sa), name
+
+
+@pytest.mark.filterwarnings("ignore:Matrix is singular")  # units that never fire make a covariance singular
+def test_classifier_fid_is_the_frechet_distance_of_the_last_hidden_layer(data):
+    import scipy.linalg
+
+    from steinebm.inception import load_classifier
+    from steinebm.sample_scores import classifier_features, classifier_fid, label_agreement
+
+    a, b = data.train.x[:1200], data.test.x[:1000]  # more images than features: full-rank covariances
+    for name in ("mnist", "mnist-lenet"):
+        model = load_classifier(name)
+        seen = []
+        last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+        hook = last.register_forward_hook(lambda mod, inp, out, seen=seen: seen.append(inp[0].detach()))
+        with torch.no_grad():
+            logits = model(a)
+        hook.remove()
+        torch.testing.assert_close(classifier_features(a, name).float(), seen[0], rtol=1e-5, atol=1e-5)
+        fa, fb = (classifier_features(v, name).numpy() for v in (a, b))
+        mu_a, mu_b, s_a, s_b = fa.mean(0), fb.mean(0), np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
+        covmean = scipy.linalg.sqrtm(s_a @ s_b).real
+        by_hand = float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a + s_b - 2 * covmean))
+        assert classifier_fid(a, b, name) == pytest.approx(by_hand, rel=1e-4, abs=1e-4)
+        agree = float((logits.argmax(1) == data.train.y[:1200]).double().mean())
+        assert label_agreement(a, data.train.y[:1200], name) == pytest.approx(agree)
+
+
+def test_reproduce_mnist_joint_small(tmp_path, data):
+    from PIL import Image
+
+    from steinebm.reproduce_joint import mnist_joint
+
+    digits = [data.test.x[data.test.y == k][:20].numpy().reshape(20, 28, 28) for k in range(10)]
+    tiles = np.concatenate([np.concatenate(list(row), axis=1) for row in digits], axis=0)  # 280 x 560
+    theirs = tmp_path / "theirs.png"
+    Image.fromarray((tiles * 255).round().astype(np.uint8)).save(theirs)
+    summary = mnist_joint(
+        out=tmp_path / "joint",
+        dataset="mnist-embedded",
+        epochs=1,
+        n_train=200,
+        jobs=1,
+        is_samples=200,
+        fid_samples=200,
+        transfer_images=200,
+        transfer_epochs=1,
+        authors_grid=theirs,
+        duplicates=(20, 10),
+        eval_samples=0,
+        log=lambda s: None,
+    )
+    rows = summary["rows"]
+    assert list(rows) == [
+        "SteinGAN",
+        "SteinGAN without kernel",
+        "DCGAN",
+        "real training images",
+        "20 real images x 10",
+        "the authors' grid",
+    ]
+    for name in ("SteinGAN", "DCGAN", "real training images"):
+        assert 0.0 <= rows[name]["transfer_ResNet-8"] <= 1.0 and rows[name]["mnist_fid"] >= 0.0
+    # real digits arranged a row per class: each classifier reads nearly all of them as their row
+    assert rows["the authors' grid"]["grid_mnist_label_agreement"] > 0.95
+    assert rows["real training images"]["mnist-lenet_label_agreement"] > 0.95
+    with Image.open(tmp_path / "joint" / rows["SteinGAN"]["grid"]) as im:
+        assert im.size == (2 * (20 * 28 + 21 * 2), 2 * (10 * 28 + 11 * 2))
+    md = (tmp_path / "joint" / "mnist-joint.md").read_text()
+    assert "| SteinGAN | " in md and [c["claim"] for c in summary["claims"]] == [
+        "SteinGAN's inception score reaches 9",
+        "a classifier trained on SteinGAN's images beats one trained on DCGAN's",
+    ]

@@ -36,6 +36,9 @@ EXAMPLES = {
   steinebm reproduce fig1c                                          # SteinGAN samples (shares fig1b's runs)
   steinebm reproduce fig1d                                          # the same without the kernel
   steinebm reproduce fig1c-length --epochs 100 --authors-grid ../shared/paper/authors-figures/steingan-rbm-mnist.png
+  steinebm reproduce fig1c-ablation --seeds 3                      # the authors' recipe, each difference undone
+  steinebm reproduce hais --runs runs/a,runs/b --hais-steps 1000,10000   # exact LL beside the authors' estimator
+  steinebm reproduce mnist-joint --authors-grid ../shared/paper/authors-figures/mnist_samples.png   # vs DCGAN
   steinebm reproduce fig2 --data-dir ../shared/data/cifar10         # CIFAR-10, reduced scale (CPU)
   steinebm reproduce fig2 --scale full --device cuda                # the paper's scale (GPU)""",
     "report": """examples:
@@ -130,7 +133,10 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     r = add("reproduce", "Reproduce a figure of the paper: runs, plot, table with the paper's claims.")
-    r.add_argument("figure", choices=["fig1a", "fig1b", "fig1c", "fig1d", "fig1c-length", "fig2"])
+    r.add_argument(
+        "figure",
+        choices=["fig1a", "fig1b", "fig1c", "fig1d", "fig1c-length", "fig1c-ablation", "hais", "mnist-joint", "fig2"],
+    )
     r.add_argument("--out", help="output folder (default runs/FIGURE)")
     r.add_argument("--data-dir")
     r.add_argument(
@@ -147,6 +153,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--fig1b-dir", default="runs/fig1b", help="fig1c/fig1d: where fig1b's runs are (default runs/fig1b)")
     r.add_argument("--alphas", help="fig1b: comma-separated alpha values (default 0,0.1,0.25,0.5,0.75,1)")
     r.add_argument("--is-samples", type=int, default=50_000, help="fig1b-d: generated images for the inception score")
+    r.add_argument("--runs", help="hais: comma-separated RBM run folders")
+    r.add_argument("--hais-steps", default="1000,10000", help="hais: comma-separated numbers of temperatures")
+    r.add_argument("--hais-groups", type=int, default=100, help="hais: groups of chains (default 100)")
+    r.add_argument("--hais-chains", type=int, default=100, help="hais: chains per group (default 100)")
+    r.add_argument("--hais-seed", type=int, default=0, help="hais: seed of the chains (default 0)")
+    r.add_argument("--fid-samples", type=int, default=10_000, help="mnist-joint: generated images for FID")
+    r.add_argument(
+        "--transfer-images", type=int, default=50_000, help="mnist-joint: generated images a ResNet is trained on"
+    )
+    r.add_argument("--transfer-epochs", type=int, default=10, help="mnist-joint: epochs of that ResNet's training")
     r.add_argument(
         "--eval-samples",
         type=int,
@@ -159,7 +175,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--authors-grid",
         metavar="PNG",
-        help="fig1c/fig1d/fig1c-length: a published 280 x 280 grid of 100 digits, scored beside the panels "
+        help="fig1c/fig1d/fig1c-length: a published 280 x 280 grid of 100 digits (mnist-joint: 560 x 280, a row "
+        "of 20 per digit), scored beside the panels "
         "(e.g. the authors' steingan-rbm-mnist.png)",
     )
     r.add_argument("--no-fid", action="store_true", help="fig2: skip the FID column")
@@ -366,7 +383,13 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
     _positive("jobs", a.jobs)
     _positive("is-samples", a.is_samples)
     out = a.out or f"runs/{a.figure}"
-    if a.authors_grid is not None and a.figure not in ("fig1c", "fig1d", "fig1c-length"):
+    if a.authors_grid is not None and a.figure not in (
+        "fig1c",
+        "fig1d",
+        "fig1c-length",
+        "fig1c-ablation",
+        "mnist-joint",
+    ):
         raise UserError(f"--authors-grid is scored beside fig1c or fig1d's panels, not {a.figure}'s: drop it")
     if a.figure == "fig2" and a.dataset is not None:
         raise UserError("reproduce fig2 trains on CIFAR-10 only: drop --dataset (point --data-dir at CIFAR-10)")
@@ -384,6 +407,51 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
             epochs=epochs_given,
             fid=not a.no_fid,
             fid_weights=a.fid_weights,
+        )
+    elif a.figure == "mnist-joint":
+        from .reproduce_joint import mnist_joint
+
+        for flag in ("fid_samples", "transfer_images", "transfer_epochs"):
+            _positive(flag.replace("_", "-"), getattr(a, flag))
+        mnist_joint(
+            out=out,
+            epochs=epochs_given or 100,
+            jobs=a.jobs,
+            device=a.device,
+            is_samples=a.is_samples,
+            fid_samples=a.fid_samples,
+            transfer_images=a.transfer_images,
+            transfer_epochs=a.transfer_epochs,
+            authors_grid=a.authors_grid,
+            **{k: v for k, v in common.items() if k != "epochs"},
+        )
+    elif a.figure == "hais":
+        from .reproduce import hais_table
+
+        try:
+            steps = tuple(int(v) for v in a.hais_steps.split(","))
+        except ValueError:
+            raise UserError(f"--hais-steps must be integers separated by commas, got {a.hais_steps!r}") from None
+        hais_table(
+            [r for r in (a.runs or "").split(",") if r],
+            out=out,
+            steps=steps,
+            groups=a.hais_groups,
+            chains=a.hais_chains,
+            seed=a.hais_seed,
+            data_dir=a.data_dir,
+        )
+    elif a.figure == "fig1c-ablation":
+        from .reproduce import fig1c_ablation
+
+        fig1c_ablation(
+            out=out,
+            seeds=a.seeds,
+            is_samples=a.is_samples,
+            jobs=a.jobs,
+            device=a.device,
+            authors_grid=a.authors_grid,
+            **common,
         )
     elif a.figure == "fig1c-length":
         if a.eval_samples < 100:

@@ -14,8 +14,9 @@ __all__ = ["image_grid", "save_image_grid", "save_walk", "plot_curves", "plot_al
 
 
 def image_grid(images: Tensor, image_shape: Sequence[int], nrow: int | None = None, pad: int = 2) -> np.ndarray:
-    """Tile images (n, d) or (n, C, H, W), values in [0, 1] (clipped), into one uint8 array
-    (H', W') for grey or (H', W', 3) for colour."""
+    """Tile images (n, d) or (n, C, H, W), values in [0, 1] (clipped), ``nrow`` to a row (as
+    torchvision's ``make_grid``; about square by default), into one uint8 array (H', W') for grey
+    or (H', W', 3) for colour."""
     n = images.shape[0]
     c, h, w = image_shape
     x = images.detach().float().cpu().reshape(n, c, h, w).clamp(0, 1)
@@ -34,7 +35,7 @@ def save_image_grid(
     images: Tensor, path: str | Path, image_shape: Sequence[int], nrow: int | None = None, scale: int = 2
 ) -> Path:
     """Save ``images`` ((n, ...) in [0, 1], each reshaped to ``image_shape``, (C, H, W)) as one PNG
-    grid of ``nrow`` rows (about square by default), each pixel enlarged ``scale`` times; returns
+    grid of ``nrow`` images to a row (about square by default), each pixel enlarged ``scale`` times; returns
     the path. The values are rounded to 8-bit levels."""
     from PIL import Image
 

@@ -29,7 +29,16 @@ from torch import Tensor
 from .errors import UserError
 from .inception import inception_score, load_classifier, mode_coverage
 
-__all__ = ["MNIST_CLASSIFIERS", "score_images", "grid_scores", "read_grid", "generated_images"]
+__all__ = [
+    "MNIST_CLASSIFIERS",
+    "score_images",
+    "grid_scores",
+    "read_grid",
+    "generated_images",
+    "classifier_features",
+    "classifier_fid",
+    "label_agreement",
+]
 
 MNIST_CLASSIFIERS = ("mnist", "mnist-lenet")
 
@@ -105,3 +114,35 @@ def generated_images(G: Any, n: int, seed: int = 0, batch_size: int = 1000) -> T
             else:
                 out.append(G(xi).reshape(len(xi), -1).cpu())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def classifier_features(x: Tensor, classifier: str, batch_size: int = 1000) -> Tensor:
+    """The penultimate layer of a shipped MNIST classifier (its last hidden units, before the
+    logits) for images (n, 784) in [0, 1], float64 (n, p): the feature space of
+    :func:`classifier_fid`."""
+    model: Any = load_classifier(classifier)
+    head = model.head[:-1]  # everything but the final linear layer to the logits
+    out = [
+        head(model.features(x[k : k + batch_size].reshape(-1, 1, 28, 28).float())) for k in range(0, len(x), batch_size)
+    ]
+    return torch.cat(out).double()
+
+
+def classifier_fid(x: Tensor, x_ref: Tensor, classifier: str) -> float:
+    """The Frechet distance between Gaussians fitted to the :func:`classifier_features` of ``x``
+    and of ``x_ref`` (FID with an MNIST classifier in place of the Inception network)."""
+    from .fid import frechet_distance, gaussian_statistics
+
+    mu1, s1 = gaussian_statistics(classifier_features(x, classifier))
+    mu2, s2 = gaussian_statistics(classifier_features(x_ref, classifier))
+    return frechet_distance(mu1, s1, mu2, s2)
+
+
+@torch.no_grad()
+def label_agreement(x: Tensor, y: Tensor, classifier: str, batch_size: int = 1000) -> float:
+    """The share of images (n, 784) that ``classifier`` assigns the label (n,) they were drawn
+    for: a class-conditional generator's own accuracy."""
+    model = load_classifier(classifier)
+    pred = torch.cat([model(x[k : k + batch_size].float()).argmax(1) for k in range(0, len(x), batch_size)])
+    return float((pred == y.to(pred.device)).double().mean())
