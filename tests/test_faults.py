@@ -13,6 +13,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,8 +22,10 @@ from typing import Any
 import pytest
 import torch
 
+from steinebm import build as B
 from steinebm import cli
 from steinebm import train as T
+from steinebm.checkpoint import PROBE_PREFIX
 from steinebm.config import Config
 from steinebm.data import load_dataset
 from steinebm.errors import DivergenceError, UserError
@@ -201,7 +204,7 @@ def test_kill_inside_the_writability_probe_leaves_no_file_behind(tmp_path, data)
     res = subprocess.run([sys.executable, "-c", KILLED_IN_PROBE, "train", *args], env=ENV, capture_output=True)
     assert res.returncode == -signal.SIGKILL, res.stderr.decode()
     (probe,) = _temps(run)
-    assert probe.name.startswith(T.PROBE_PREFIX) and probe.stat().st_size == 65536
+    assert probe.name.startswith(PROBE_PREFIX) and probe.stat().st_size == 65536
     assert not (run / T.CHECKPOINT).exists()  # killed before the first checkpoint: a fresh run may start
     T.train(_cfg(tmp_path, "run", max_steps=2), dataset=data)
     assert _temps(run) == []
@@ -356,7 +359,7 @@ class _Interrupted(_NaNAt):
 
 
 def test_nan_loss_stops_with_one_line_naming_step_and_checkpoint(tmp_path, data, monkeypatch, capsys):
-    monkeypatch.setattr(T, "build_learner", lambda cfg: _NaNAt({5}))
+    monkeypatch.setattr(B, "build_learner", lambda cfg: _NaNAt({5}))
     run = tmp_path / "nan"
     args = [f"{k}={v}" for k, v in SMALL.items()] + ["checkpoint_every=2", f"out_dir={run}"]
     assert cli.main(["train", *args]) == 3
@@ -370,7 +373,7 @@ def test_nan_loss_stops_with_one_line_naming_step_and_checkpoint(tmp_path, data,
     assert ck["step"] == 4 and all(torch.isfinite(v).all() for v in ck["model"].values())
 
     # the remedy the message names: resume with rollback on (the NaN comes again at step 5)
-    monkeypatch.setattr(T, "build_learner", lambda cfg: _NaNAt({1}))
+    monkeypatch.setattr(B, "build_learner", lambda cfg: _NaNAt({1}))
     assert cli.main(["train", *args, "on_divergence=rollback", "max_steps=8", "--resume"]) == 0
     capsys.readouterr()
     rollbacks = [r for r in T.read_metrics(run) if "rollback" in r]
@@ -413,7 +416,7 @@ def test_rollback_lowers_lr_continues_and_the_lr_survives_resume(tmp_path, data,
     stopped at step 6 whose checkpoint had its lr halved by hand and was then resumed."""
     kw = dict(checkpoint_every=3, max_steps=12, log_every=1, eval_every=0, on_divergence="rollback")
     with monkeypatch.context() as mp:
-        mp.setattr(T, "build_learner", lambda cfg: _NaNAt({7}))
+        mp.setattr(B, "build_learner", lambda cfg: _NaNAt({7}))
         cfg = _cfg(tmp_path, "rb", **kw)
         rec = T.train(cfg, dataset=data)
     assert rec["step"] == 12
@@ -444,7 +447,7 @@ def test_rollback_lowers_lr_continues_and_the_lr_survives_resume(tmp_path, data,
     # and the resumed run ends where the uninterrupted one does
     killed = _cfg(tmp_path, "rb-killed", **kw)
     with monkeypatch.context() as mp:
-        mp.setattr(T, "build_learner", lambda cfg: _Interrupted({7}, stop=8))
+        mp.setattr(B, "build_learner", lambda cfg: _Interrupted({7}, stop=8))
         with pytest.raises(KeyboardInterrupt):
             T.train(killed, dataset=data)
     saved = T.load_checkpoint(killed.out_dir)
@@ -472,7 +475,7 @@ def test_rollback_lowers_lr_continues_and_the_lr_survives_resume(tmp_path, data,
 def test_rollback_gives_up_after_max_rollbacks(tmp_path, data, monkeypatch):
     """A NaN at every step from 5 on: two rollbacks to step 4 (lr halved, then quartered), then
     the DivergenceError, on one line."""
-    monkeypatch.setattr(T, "build_learner", lambda cfg: _NaNAt(range(5, 10_000)))
+    monkeypatch.setattr(B, "build_learner", lambda cfg: _NaNAt(range(5, 10_000)))
     cfg = _cfg(tmp_path, "hopeless", checkpoint_every=2, on_divergence="rollback", max_rollbacks=2)
     with pytest.raises(DivergenceError) as exc:
         T.train(cfg, dataset=data)
@@ -502,7 +505,7 @@ def _tree(folder: Path) -> dict[str, bytes]:
 def no_training(monkeypatch):
     """Counts the training steps taken (must stay 0 when a check refuses the run)."""
     _Counting.calls = 0
-    monkeypatch.setattr(T, "build_learner", lambda cfg: _Counting())
+    monkeypatch.setattr(B, "build_learner", lambda cfg: _Counting())
     return _Counting
 
 
@@ -530,7 +533,7 @@ def test_full_disk_is_reported_before_training_and_loses_nothing(tmp_path, data,
     before = _tree(run)
     _full_disk(monkeypatch, free=0)
     with monkeypatch.context() as mp:
-        mp.setattr(T, "build_learner", lambda c: _Counting())
+        mp.setattr(B, "build_learner", lambda c: _Counting())
         _Counting.calls = 0
         with pytest.raises(UserError) as exc:
             T.train(cfg, resume=resume, dataset=data)
@@ -580,14 +583,14 @@ def test_read_only_run_folder_is_reported_before_training(tmp_path, data, monkey
     try:
         if not _blocks_writes(run):
             assert os.geteuid() == 0  # only a privileged user writes through mode 0555
-            real_mkstemp = T.tempfile.mkstemp
+            real_mkstemp = tempfile.mkstemp
 
             def mkstemp(*a, dir=None, **k):
                 if dir is not None and Path(dir) == run:
                     raise PermissionError(13, "Permission denied", str(dir))
                 return real_mkstemp(*a, dir=dir, **k)
 
-            monkeypatch.setattr(T.tempfile, "mkstemp", mkstemp)
+            monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
         cfg.max_steps = 4
         _Counting.calls = 0
         with pytest.raises(UserError) as exc:
@@ -654,7 +657,7 @@ def test_tensorboard_after_rollback_and_resume_shows_the_kept_records(tmp_path, 
     cfg = _cfg(tmp_path, "tb", tensorboard=True, log_every=1, checkpoint_every=4, max_steps=12, eval_every=0)
     cfg.on_divergence = "rollback"
     with monkeypatch.context() as mp:
-        mp.setattr(T, "build_learner", lambda c: _Interrupted({7}, stop=13))  # call 13 is step 11
+        mp.setattr(B, "build_learner", lambda c: _Interrupted({7}, stop=13))  # call 13 is step 11
         with pytest.raises(KeyboardInterrupt):
             T.train(cfg, dataset=data)
     assert T.load_checkpoint(cfg.out_dir)["step"] == 8

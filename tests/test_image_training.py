@@ -343,7 +343,7 @@ def test_amp_agrees_with_float32_to_bfloat16_rounding():
 def test_feature_codes_modes_and_running_statistics():
     """feature_codes=batch uses the batch's statistics without moving the running ones; eval
     uses the running ones; both leave the model's own mode as it was."""
-    from steinebm.train import _feature_codes
+    from steinebm.build import _feature_codes
 
     cfg = Config(dataset="cifar10", out_dir="unused", method="steingan", model="autoencoder", **TINY).validate()
     model = T.build_model(cfg, 3072, torch.Generator().manual_seed(0), (3, 32, 32))

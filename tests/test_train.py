@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from steinebm import build as B
 from steinebm import train as T
 from steinebm.config import ENERGY_METHODS, Config
 from steinebm.data import load_dataset
@@ -196,7 +197,7 @@ class _NaNAfter(SteinCD):
 
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeypatch):
-    monkeypatch.setattr(T, "build_learner", lambda cfg: _NaNAfter(5))
+    monkeypatch.setattr(B, "build_learner", lambda cfg: _NaNAfter(5))
     cfg = _cfg(tmp_path, "nan", checkpoint_every=2, epochs=1)
     with pytest.raises(DivergenceError, match="step 5") as exc:
         T.train(cfg, dataset=data)
@@ -272,7 +273,7 @@ class _KilledAt(SteinCD):
 def test_resume_from_step_0_logs_one_evaluation_per_epoch(tmp_path, data, monkeypatch):
     cfg = _cfg(tmp_path, "r0", epochs=2)  # 12 steps per epoch, checkpoints at epoch ends
     with monkeypatch.context() as mp:
-        mp.setattr(T, "build_learner", lambda c: _KilledAt(4))
+        mp.setattr(B, "build_learner", lambda c: _KilledAt(4))
         with pytest.raises(KeyboardInterrupt):
             T.train(cfg, dataset=data)
     assert T.load_checkpoint(cfg.out_dir)["step"] == 0

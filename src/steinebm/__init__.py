@@ -15,15 +15,15 @@ __version__ = "0.1.0"
 
 
 def load(run_dir: str):  # type: ignore[no-untyped-def]
-    """The trained energy model of a run folder (see :func:`steinebm.train.load`)."""
-    from .train import load as _load
+    """The trained energy model of a run folder (see :func:`steinebm.build.load`)."""
+    from .build import load as _load
 
     return _load(run_dir)
 
 
 def load_generator(run_dir: str):  # type: ignore[no-untyped-def]
-    """The trained generator of a run folder (see :func:`steinebm.train.load_generator`)."""
-    from .train import load_generator as _load_generator
+    """The trained generator of a run folder (see :func:`steinebm.build.load_generator`)."""
+    from .build import load_generator as _load_generator
 
     return _load_generator(run_dir)
 

@@ -261,7 +261,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 def _cmd_resume(a: argparse.Namespace) -> int:
     from .config import load_config
-    from .train import RESUMABLE_CHANGES, train
+    from .preflight import RESUMABLE_CHANGES
+    from .train import train
 
     run = Path(a.run_dir)
     if not run.is_dir():
@@ -288,10 +289,11 @@ def _cmd_resume(a: argparse.Namespace) -> int:
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     import torch
 
+    from .build import load
+    from .checkpoint import load_checkpoint
     from .config import from_dict
     from .metrics import log_likelihood
     from .provenance import load_run_data
-    from .train import load, load_checkpoint
 
     ck = load_checkpoint(a.run_dir)
     cfg = from_dict(ck["config"]).validate()
@@ -330,9 +332,10 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 def _cmd_sample(a: argparse.Namespace) -> int:
     import torch
 
+    from .build import load, load_generator
+    from .checkpoint import load_checkpoint
     from .generators import draw_samples, latent_walk
     from .plots import save_image_grid, save_walk
-    from .train import load, load_checkpoint, load_generator
 
     _positive("n", a.n)
     if a.walk < 0:

@@ -18,9 +18,12 @@ import yaml
 
 from .data import DATASETS
 from .errors import ConfigError
+from .learners import registry
 
 __all__ = ["Config", "METHODS", "ENERGY_METHODS", "GENERATOR_METHODS", "load_config", "apply_overrides"]
 
+# the paper's methods; steinebm.learners.registry holds every registered one (plugins too)
+registry.load_plugins()
 ENERGY_METHODS = ("cd", "steincd", "symmetric-steincd", "stein-score-matching", "score-matching")
 # methods that train a generator G(xi; eta) too
 GENERATOR_METHODS = ("steingan", "amortized-svgd", "dcgan")
@@ -31,7 +34,6 @@ MODELS = ("rbm", "autoencoder", "joint")
 
 # the string fields with a fixed set of values, and those values
 CHOICES: dict[str, tuple[str, ...]] = {
-    "method": METHODS,
     "dataset": DATASETS,
     "model": MODELS,
     "kernel": KERNELS,
@@ -186,7 +188,7 @@ class Config:
         def bad(key: str, allowed: str) -> ConfigError:
             return ConfigError(f"config value {key}={getattr(self, key)!r} is invalid: {allowed}")
 
-        for key, allowed in CHOICES.items():
+        for key, allowed in (("method", registry.methods()), *CHOICES.items()):
             if getattr(self, key) not in allowed:
                 raise bad(key, "choose one of " + ", ".join(allowed))
         for key in ("n_hidden", "epochs", "batch_size", "cd_k", "log_every", "code_dim", "noise_dim"):
@@ -222,7 +224,7 @@ class Config:
             raise bad("alpha", "must be in [0, 1]")
         if not (self.diverge_growth == 0.0 or 1.0 < self.diverge_growth < math.inf):
             raise bad("diverge_growth", "must be 0 (off) or a finite number > 1")
-        if self.eval_samples and (self.eval_samples < 10 or self.method not in GENERATOR_METHODS):
+        if self.eval_samples and (self.eval_samples < 10 or not registry.trains_generator(self.method)):
             raise bad("eval_samples", "must be 0, or >= 10 with a method that trains a generator")
         if not 0.0 < self.gen_bn_eps < 1.0:
             raise bad("gen_bn_eps", "must be in (0, 1)")

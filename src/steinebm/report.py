@@ -372,8 +372,9 @@ def fresh_samples(run: Run, n: int, gibbs_steps: int, seed: int) -> tuple[bytes 
         return None, "no checkpoint yet, so no fresh samples"
     import torch
 
+    from .build import load, load_generator
+    from .checkpoint import load_checkpoint
     from .generators import draw_samples
-    from .train import load, load_checkpoint, load_generator
 
     ck = load_checkpoint(run.path)
     shape = ck.get("image_shape") or [1, 28, 28]

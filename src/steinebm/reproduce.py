@@ -25,13 +25,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from .build import load_config_dataset
+from .checkpoint import CHECKPOINT, load_checkpoint
 from .config import Config
 from .data import Dataset, fingerprint, load_dataset
 from .energies import GaussianBernoulliRBM
 from .errors import DivergenceError, UserError
 from .metrics import average_log_likelihood, mean_pairwise_distance, near_duplicate_fraction, nearest_neighbour_distance
+from .preflight import config_diff
 from .provenance import check_same_data
-from .train import CHECKPOINT, config_diff, load_checkpoint, load_config_dataset, read_metrics, train
+from .runlog import read_metrics
+from .train import train
 
 FIG1A_METHODS: dict[str, dict[str, Any]] = {
     "CD-1": {"method": "cd", "cd_k": 1},
@@ -445,9 +449,9 @@ def generator_scores(
 ) -> dict[str, Any]:
     """Inception score (10 splits), mode coverage and diversity of ``n`` images from a run's
     generator. The noise is drawn on the CPU, so every device sees the same draws."""
+    from .build import load_generator
     from .generators import uniform_noise
     from .inception import inception_score, load_classifier, mode_coverage
-    from .train import load_generator
 
     G: Any = load_generator(run_dir).to(device)
     rng = torch.Generator().manual_seed(seed)
@@ -717,8 +721,8 @@ def sample_grid(run_dir: str | Path, path: str | Path, n: int = 100, seed: int =
 
 def _sample_grid(run_dir: str | Path, path: str | Path, n: int = 100, seed: int = 0) -> tuple[Path, torch.Tensor]:
     """:func:`sample_grid`, and its images (n, 784)."""
+    from .build import load_generator
     from .plots import save_image_grid
-    from .train import load_generator
 
     G: Any = load_generator(run_dir)
     with torch.no_grad():
@@ -995,8 +999,8 @@ RECIPE_ABLATIONS: dict[str, dict[str, Any]] = {
 def _generated_scores(run_dir: str | Path, n: int) -> dict[str, float]:
     """Scores of ``n`` images of a run's generator under both MNIST classifiers and of its first 100
     (the grid protocol), kept in RUN_DIR/sample_scores.json for the checkpoint's step."""
+    from .build import load_generator
     from .sample_scores import generated_images, grid_scores, score_images
-    from .train import load_generator
 
     path = Path(run_dir) / "sample_scores.json"
     step = int(load_checkpoint(run_dir)["step"])
@@ -1118,10 +1122,10 @@ def hais_table(
     after an interruption) computes only what is missing. Writes hais.md and summary.json."""
     import time
 
+    from .build import load
     from .config import from_dict
     from .metrics import log_likelihood
     from .provenance import load_run_data
-    from .train import load
 
     if not runs:
         raise UserError("reproduce hais needs --runs RUN[,RUN...]: the RBM runs to estimate")

@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
+from .build import load_config_dataset, load_generator
+from .checkpoint import load_checkpoint
 from .config import Config
 from .errors import UserError
-from .train import load_checkpoint, load_config_dataset, load_generator
 
 # The paper's Figure 2 (inception scores under the ImageNet Inception network; accuracies of a
 # ResNet trained on 50,000 images and tested on the real test set).
@@ -266,7 +267,7 @@ def _fid_setup(
 
 
 def _modules(cfg: Config) -> dict[str, torch.nn.Module]:
-    from .train import load
+    from .build import load
 
     return {"energy / discriminator": load(cfg.out_dir), "generator": load_generator(cfg.out_dir)}
 

@@ -127,10 +127,10 @@ def mnist_joint(
     import dataclasses
     import json
 
+    from .build import load_generator
     from .plots import save_image_grid
     from .reproduce import _preset, _slug, run_many
     from .sample_scores import MNIST_CLASSIFIERS, read_grid, score_images
-    from .train import load_generator
     from .transfer import duplicate_baseline
 
     if dataset not in ("mnist", "mnist-embedded"):

@@ -1,11 +1,23 @@
 """Learning rules for any energy model. Each learner turns a batch of data into a surrogate
 loss whose gradient in theta is minus the paper's update direction, so any torch optimizer
-(Adam in the paper) applies the update: ``loss.backward(); optimizer.step()``."""
+(Adam in the paper) applies the update: ``loss.backward(); optimizer.step()``.
+
+:mod:`steinebm.learners.rules` makes every rule of the paper one object (the parts it trains
+and one update), and :mod:`steinebm.learners.registry` names each for the config's ``method``."""
 
 from .base import Learner
 from .cd import CD
+from .rules import (
+    AlternatingSteinGANRule,
+    AmortizedSVGDRule,
+    DCGANRule,
+    EnergyRule,
+    Rule,
+    SteinGANRule,
+)
 from .score_matching import HyvarinenScoreMatching, SteinScoreMatching
 from .steincd import SteinCD, SymmetricSteinCD
+from .steingan import AlternatingSchedule, AmortizedSVGD, DCGANLoss, SteinGAN
 
 __all__ = [
     "Learner",
@@ -14,4 +26,14 @@ __all__ = [
     "SymmetricSteinCD",
     "SteinScoreMatching",
     "HyvarinenScoreMatching",
+    "SteinGAN",
+    "AmortizedSVGD",
+    "DCGANLoss",
+    "AlternatingSchedule",
+    "Rule",
+    "EnergyRule",
+    "SteinGANRule",
+    "AlternatingSteinGANRule",
+    "AmortizedSVGDRule",
+    "DCGANRule",
 ]

@@ -1,0 +1,179 @@
+"""Which rule each ``method`` builds: one entry per learning rule.
+
+A rule is registered with a name (the config's ``method``), a function that builds it from a
+:class:`RuleContext` (the run's config, its energy model, its generator if any, and builders for
+kernels and optimizers), and whether it trains a generator (then the engine builds one). The
+engine looks the method up here and never names a rule itself.
+
+A rule of your own, from outside the package::
+
+    from steinebm.learners.registry import register_rule
+    from steinebm.learners.rules import EnergyRule
+
+    register_rule("my-cd", lambda ctx: EnergyRule(MyLearner(), ctx.model, ctx.adam(ctx.model), ctx.ranks))
+
+``steinebm train method=my-cd`` finds it when the module that registers it is named in the
+environment variable ``STEINEBM_PLUGINS`` (module names, comma-separated), which is imported
+whenever the configuration is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..distributed import Ranks
+from ..errors import UserError
+from ..kernels import Kernel
+from .base import Learner
+from .rules import (
+    AlternatingSteinGANRule,
+    AmortizedSVGDRule,
+    DCGANRule,
+    EnergyRule,
+    GeneratedBatch,
+    Rule,
+    SteinGANRule,
+)
+from .steingan import AlternatingSchedule, AmortizedSVGD, SteinGAN
+
+__all__ = ["RuleContext", "RuleEntry", "register_rule", "rule_entry", "methods", "trains_generator", "load_plugins"]
+
+PLUGINS_VARIABLE = "STEINEBM_PLUGINS"
+
+
+@dataclass
+class RuleContext:
+    """What a rule is built from. ``kernel(name)`` builds a kernel by its config name (None: the
+    config's ``kernel``); ``adam(module, gen=False)`` the config's Adam for the energy or the
+    generator; ``energy_learner(cfg)`` the learner of an energy-only method; ``load_energy(run)``
+    a trained energy model; ``m`` this process's share of the batch."""
+
+    cfg: Any
+    model: nn.Module
+    generator: nn.Module | None
+    ranks: Ranks
+    m: int
+    kernel: Callable[[str | None], Kernel]
+    adam: Callable[..., torch.optim.Optimizer]
+    energy_learner: Callable[[Any], Learner]
+    load_energy: Callable[[str], nn.Module]
+
+    def draw(self) -> GeneratedBatch:
+        """The generator's batches for this run (its labels as the config's ``gen_labels`` says)."""
+        if self.generator is None:
+            raise UserError(f"method={self.cfg.method} needs a generator")
+        return GeneratedBatch(self.generator, self.m, self.cfg.gen_labels)
+
+
+@dataclass(frozen=True)
+class RuleEntry:
+    """A registered rule: how to build it, and whether it trains a generator."""
+
+    build: Callable[[RuleContext], Rule]
+    trains_generator: bool
+
+
+_RULES: dict[str, RuleEntry] = {}
+
+
+def register_rule(name: str, build: Callable[[RuleContext], Rule], trains_generator: bool = False) -> None:
+    """Make ``method=name`` build ``build(ctx)``; ``trains_generator``: the run has a generator."""
+    if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+        raise ValueError(f"a rule's name is a non-empty word, got {name!r}")
+    _RULES[name] = RuleEntry(build, trains_generator)
+
+
+def rule_entry(name: str) -> RuleEntry:
+    """The registered rule ``name``, else a one-line error listing the registered ones."""
+    if name not in _RULES:
+        raise UserError(f"no learning rule is registered as method={name!r}; choose one of {', '.join(_RULES)}")
+    return _RULES[name]
+
+
+def methods() -> tuple[str, ...]:
+    """Every registered method, the paper's first."""
+    return tuple(_RULES)
+
+
+def trains_generator(name: str) -> bool:
+    """Whether method ``name`` trains a generator too (the engine then builds one)."""
+    return name in _RULES and _RULES[name].trains_generator
+
+
+def load_plugins() -> None:
+    """Import the modules named in ``STEINEBM_PLUGINS`` (each registers its rules)."""
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_VARIABLE, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise UserError(f"{PLUGINS_VARIABLE} names {module!r}, which cannot be imported ({e})") from None
+
+
+# --- the paper's rules ---------------------------------------------------------------------------
+
+
+def _energy_only(ctx: RuleContext) -> Rule:
+    return EnergyRule(ctx.energy_learner(ctx.cfg), ctx.model, ctx.adam(ctx.model), ctx.ranks)
+
+
+def _steingan(ctx: RuleContext) -> Rule:
+    cfg, model, G = ctx.cfg, ctx.model, ctx.generator
+    assert G is not None
+    opt, opt_g = ctx.adam(model), ctx.adam(G, gen=True)
+    sg = SteinGAN(
+        ctx.kernel(cfg.gen_kernel),
+        cfg.gamma,
+        cfg.gamma_adaptive,
+        cfg.alpha,
+        cfg.epsilon,
+        ctx.kernel(None),
+        cfg.normalize,
+        cfg.gamma_raise_when,
+        cfg.gen_loss,
+    )
+    if cfg.schedule == "alternate":
+        schedule = AlternatingSchedule(cfg.gamma, cfg.gamma_adaptive or cfg.gamma, cfg.energy_lr_boost, cfg.skip_margin)
+        return AlternatingSteinGANRule(sg, schedule, model, G, opt, opt_g, ctx.draw(), ctx.ranks)
+    # A SteinCD gradient is about eps times a SteinGAN one (hundreds of times smaller on the MNIST
+    # RBM), so through one shared Adam state the SteinCD steps of a mix barely move theta.
+    opt_cd = ctx.adam(model) if cfg.steincd_optimizer == "own" and 0.0 < cfg.alpha < 1.0 else None
+    return SteinGANRule(sg, model, G, opt, opt_g, ctx.draw(), ctx.ranks, opt_cd)
+
+
+def _amortized_svgd(ctx: RuleContext) -> Rule:
+    """A generator for a fixed energy: theta comes from another run and is not updated."""
+    cfg, model, G = ctx.cfg, ctx.model, ctx.generator
+    assert G is not None
+    if not cfg.energy_from:
+        raise UserError("method=amortized-svgd needs energy_from=RUN_DIR (a trained energy model to sample)")
+    source = ctx.load_energy(cfg.energy_from)
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError:
+        raise UserError(
+            f"energy_from={cfg.energy_from} holds a different model ({type(source).__name__}); "
+            "the model settings and the data must match that run"
+        ) from None
+    model.requires_grad_(False)
+    amortized = AmortizedSVGD(ctx.kernel(cfg.gen_kernel), cfg.normalize, cfg.gen_loss)
+    return AmortizedSVGDRule(amortized, model, G, ctx.adam(G, gen=True), ctx.draw(), ctx.ranks)
+
+
+def _dcgan(ctx: RuleContext) -> Rule:
+    G = ctx.generator
+    assert G is not None
+    return DCGANRule(ctx.model, G, ctx.adam(ctx.model), ctx.adam(G, gen=True), ctx.draw(), ctx.ranks)
+
+
+for _name in ("cd", "steincd", "symmetric-steincd", "stein-score-matching", "score-matching"):
+    register_rule(_name, _energy_only)
+register_rule("steingan", _steingan, trains_generator=True)
+register_rule("amortized-svgd", _amortized_svgd, trains_generator=True)
+register_rule("dcgan", _dcgan, trains_generator=True)
