@@ -1,4 +1,5 @@
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -260,3 +261,20 @@ def test_overrides_are_checked_on_one_line(override, key):
 )
 def test_edge_values_are_accepted(values):
     Config(**values).validate()
+
+
+def test_presets_ship_inside_the_package_and_load_by_name_from_any_folder(tmp_path, monkeypatch):
+    import steinebm
+    from steinebm.config import PRESETS, preset_path, presets
+
+    assert PRESETS.parent == Path(steinebm.__file__).parent  # installed with the package
+    names = presets()
+    assert {"fig1a-steincd", "fig1-steingan", "fig1-steingan-authors", "mnist-joint-steingan"} <= set(names)
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    for name in names:
+        by_name = load_config(name, ["dataset=mnist-embedded"])
+        by_file = load_config(PRESETS / f"{name}.yaml", ["dataset=mnist-embedded"])
+        assert by_name == by_file
+        assert preset_path(f"{name}.yaml") == PRESETS / f"{name}.yaml"
+    with pytest.raises(ConfigError, match="no config file or preset 'fig9'.*fig1a-steincd"):
+        load_config("fig9")

@@ -20,7 +20,19 @@ from .data import DATASETS
 from .errors import ConfigError
 from .learners import registry
 
-__all__ = ["Config", "METHODS", "ENERGY_METHODS", "GENERATOR_METHODS", "load_config", "apply_overrides"]
+__all__ = [
+    "Config",
+    "METHODS",
+    "ENERGY_METHODS",
+    "GENERATOR_METHODS",
+    "PRESETS",
+    "presets",
+    "preset_path",
+    "load_config",
+    "apply_overrides",
+]
+
+PRESETS = Path(__file__).resolve().parent / "configs"  # the paper's presets, shipped with the package
 
 # the paper's methods; steinebm.learners.registry holds every registered one (plugins too)
 registry.load_plugins()
@@ -432,11 +444,28 @@ def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
     return cfg
 
 
+def presets() -> list[str]:
+    """The names of the shipped presets (``configs/NAME.yaml``), sorted."""
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    """The file of the shipped preset ``name`` (with or without ``.yaml``), else a one-line error."""
+    stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    path = PRESETS / f"{stem}.yaml"
+    if "/" in stem or "\\" in stem or not path.is_file():
+        raise ConfigError(f"no config file or preset {name!r}: give a YAML file or one of {', '.join(presets())}")
+    return path
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (a mapping of Config fields), apply ``key=value`` overrides, validate."""
+    """Read a YAML config (a mapping of Config fields), apply ``key=value`` overrides, validate.
+    ``path`` is a file, or the name of a shipped preset (``fig1a-steincd``; see :func:`presets`)."""
     values: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
+        if not p.exists() and p.parent == Path("."):  # a bare name: a shipped preset
+            p = preset_path(str(path))
         try:
             text = p.read_text(encoding="utf-8")
         except OSError as e:

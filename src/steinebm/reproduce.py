@@ -409,18 +409,16 @@ def demo(
 # Figure 1(b)-(d): SteinGAN, SteinCD-GAN(alpha) and the kernel ablation on the MNIST RBM
 
 FIG1B_ALPHAS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
-# The authors' rbm_adv settings: both nets Adam lr 3e-4, beta1 0.5, L2 1e-5; no discount for the RBM.
-STEINGAN_RBM: dict[str, Any] = dict(
-    method="steingan",
-    lr=3e-4,
-    beta1=0.5,
-    weight_decay=1e-5,
-    gen_lr=3e-4,
-    gen_beta1=0.5,
-    gen_weight_decay=1e-5,
-    gamma=0.0,
-    gamma_adaptive=None,
-)
+STEINGAN_RBM = "fig1-steingan"  # the preset of Figure 1(b)-(d): the authors' rbm_adv settings
+
+
+def _steingan_rbm(**values: Any) -> Config:
+    """The Figure 1(b)-(d) preset with ``values`` in place of its own."""
+    from .config import load_config
+
+    return dataclasses.replace(load_config(STEINGAN_RBM), **values)
+
+
 PAPER_FIG1 = {
     "authors_ll_with_kernel": -771.2,  # the authors' README, AIS
     "authors_ll_without_kernel": -989.6,
@@ -502,7 +500,7 @@ def fig1b(
     out = Path(out)
     data = load_dataset(dataset, data_dir)  # fail early with a clear message, before anything is created
     out.mkdir(parents=True, exist_ok=True)
-    base = Config(
+    base = _steingan_rbm(
         dataset=dataset,
         data_dir=data_dir,
         epochs=epochs,
@@ -511,8 +509,7 @@ def fig1b(
         eval_every=1,  # exact LL after every epoch: cheap, and it gives the learning curves
         device=device,
         steincd_optimizer=steincd_optimizer,
-        **STEINGAN_RBM,
-    )  # type: ignore[arg-type]
+    )
     variants: list[tuple[str, dict[str, Any]]] = [(f"alpha={a:g}", {"alpha": a}) for a in alphas]
     variants.append(("no-kernel", {"alpha": 0.0, "gen_kernel": "constant"}))
     if dcgan:
@@ -768,9 +765,9 @@ def fig1cd(
     load_dataset(dataset, data_dir)  # before anything is created
     theirs = grid_scores(read_grid(authors_grid)) if authors_grid is not None else None
     out.mkdir(parents=True, exist_ok=True)
-    base = Config(
-        dataset=dataset, data_dir=data_dir, epochs=epochs, n_train=n_train, eval_every=0, device=device, **STEINGAN_RBM
-    )  # type: ignore[arg-type]
+    base = _steingan_rbm(
+        dataset=dataset, data_dir=data_dir, epochs=epochs, n_train=n_train, eval_every=0, device=device
+    )
     runs = Path(fig1b_dir) / "runs"
     panels: list[tuple[str, Config]] = []
     if which == "fig1c":
@@ -832,17 +829,13 @@ def fig1cd(
 # Figure 1(c) against training length: our default SteinGAN-RBM and the authors' recipe
 
 LENGTH_RUNS = {"default": "fig1-steingan", "authors' recipe": "fig1-steingan-authors"}
-PRESETS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _preset(name: str, overrides: list[str]) -> Config:
-    """A preset of ``configs/`` with ``key=value`` overrides."""
+    """A shipped preset (``steinebm/configs/NAME.yaml``) with ``key=value`` overrides."""
     from .config import load_config
 
-    path = PRESETS / f"{name}.yaml"
-    if not path.exists():
-        raise UserError(f"the preset {path} is missing: run from a source checkout of steinebm (configs/ beside src/)")
-    return load_config(path, overrides)
+    return load_config(name, overrides)
 
 
 def _length_cells(rec: dict[str, Any]) -> str:
