@@ -45,6 +45,7 @@ MODULES = [
     "steinebm.preflight",
     "steinebm.distributed",
     "steinebm.plots",
+    "steinebm.naming",
     "steinebm.errors",
 ]
 

@@ -421,3 +421,24 @@ def test_conditional_models_refuse_labels_beyond_their_classes(tmp_path):
         with pytest.raises(UserError, match="labels go up to 12"):
             T.train(_cfg(tmp_path, f"c{len(kw)}", max_steps=1, **kw), dataset=data)
         assert not (tmp_path / f"c{len(kw)}").exists()  # nothing left behind
+
+
+def test_a_damaged_log_stops_a_resume_in_one_line_and_the_report_alike(tmp_path, capsys):
+    """One reader of run logs: training, reproduction and the report drop a partial last line
+    and refuse any other damage the same way."""
+    run = tmp_path / "run"
+    args = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in SMALL.items()]
+    assert main(["train", *args, "method=cd", "max_steps=6", "log_every=2", f"out_dir={run}"]) == 0
+    log = run / "metrics.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text(lines[0] + "\n" + lines[1] + "\n" + '{"step": 3, "loss": 0.5' + "\n" + "\n".join(lines[2:]) + "\n")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    for argv in (["resume", str(run), "max_steps=8"], ["report", str(run), "--out", str(tmp_path / "r.html")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "metrics.jsonl is damaged at line 3" in err[0], err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    # a partial last line (a kill mid-write) is no damage: it is dropped
+    log.write_text("\n".join(lines) + "\n" + '{"step": 7, "lo')
+    assert [r["step"] for r in T.read_metrics(run)] == [json.loads(ln)["step"] for ln in lines]

@@ -56,6 +56,8 @@ class RunStart:
     saved: bool = False
 
 
+# what a steinebm start leaves in its run folder before the first checkpoint (a failed start
+# removes these again; a kill can leave them): such a folder may be started afresh
 _START_FILES = {"config.yaml", "metrics.jsonl", "tensorboard", "samples"}
 # the first line of every config.yaml steinebm writes: tells its own file from a user's
 CONFIG_HEADER = "# steinebm run config: `steinebm resume RUN_DIR` continues this run\n"

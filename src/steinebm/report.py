@@ -29,6 +29,8 @@ from typing import Any
 import yaml
 
 from .errors import UserError
+from .naming import slug
+from .runlog import read_log
 
 __all__ = [
     "Run",
@@ -67,7 +69,7 @@ class Run:
 
     @property
     def anchor(self) -> str:
-        return "run-" + _slug(self.name)
+        return "run-" + slug(self.name)
 
 
 @dataclass
@@ -83,11 +85,7 @@ class Unit:
 
     @property
     def anchor(self) -> str:
-        return "unit-" + _slug(str(self.path))
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "x"
+        return "unit-" + slug(str(self.path))
 
 
 def _natural(path: Path) -> list[Any]:
@@ -103,34 +101,6 @@ def _is_run(path: Path) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # reading
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl``. A partial *last* line is what a kill mid-write
-    leaves and is dropped (as the trainer's reader does); anything else that is not a JSON
-    object with a ``step`` means the file is damaged, and a report drawn from it would
-    silently show less than the run logged, so it is an error."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as e:
-        raise UserError(f"cannot read {path} ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is damaged (not UTF-8 text): restore it or leave the run out") from None
-    lines = text.splitlines()
-    records = []
-    for k, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            if k == len(lines) - 1 and not text.endswith("\n"):
-                break  # the unfinished line of a run killed while writing
-            raise UserError(f"{path} is damaged at line {k + 1} ({e.msg}): restore it or leave the run out") from None
-        if not isinstance(rec, dict) or not isinstance(rec.get("step"), (int, float)):
-            raise UserError(f"{path} is damaged at line {k + 1} (not a record with a step): restore it or leave it out")
-        records.append(rec)
-    return records
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:

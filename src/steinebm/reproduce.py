@@ -15,7 +15,6 @@ import itertools
 import json
 import math
 import os
-import re
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -32,6 +31,7 @@ from .data import Dataset, fingerprint, load_dataset
 from .energies import GaussianBernoulliRBM
 from .errors import DivergenceError, UserError
 from .metrics import average_log_likelihood, mean_pairwise_distance, near_duplicate_fraction, nearest_neighbour_distance
+from .naming import slug
 from .preflight import config_diff
 from .provenance import check_same_data
 from .runlog import read_metrics
@@ -55,10 +55,6 @@ PAPER_FIG1A = (
     "SteinCD (one SVGD step) reaches a higher test log-likelihood than CD-1 and CD-10 with "
     "Langevin dynamics (Figure 1a; the paper prints curves, no numbers)."
 )
-
-
-def _slug(label: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
 
 
 def _setting_name(setting: dict[str, Any]) -> str:
@@ -188,7 +184,7 @@ def fig1a(
     base = Config(dataset=dataset, data_dir=data_dir, epochs=epochs, n_train=n_train, progress=jobs <= 1)
 
     def cfg_for(label: str, setting: dict[str, Any], seed: int, folder: str) -> Config:
-        values = {**FIG1A_METHODS[label], **setting, "seed": seed, "out_dir": str(out / "runs" / _slug(label) / folder)}
+        values = {**FIG1A_METHODS[label], **setting, "seed": seed, "out_dir": str(out / "runs" / slug(label) / folder)}
         return dataclasses.replace(base, **values).validate()
 
     # 1. the sweep, seed 0
@@ -808,7 +804,7 @@ def fig1cd(
     for name, cfg in panels:
         cfg.validate()
         res = run_many([cfg], 1, log)[0]
-        grid, x_grid = _sample_grid(cfg.out_dir, out / f"{which}-{_slug(name)}.png")
+        grid, x_grid = _sample_grid(cfg.out_dir, out / f"{which}-{slug(name)}.png")
         sc = cached_generator_scores(cfg.out_dir, is_samples, device=device)
         gs = grid_scores(x_grid.cpu())
         ll = res["evals"][-1].get("test_ll", float("nan")) if res["evals"] else float("nan")
@@ -880,7 +876,7 @@ def fig1c_length(
                 f"eval_samples={eval_samples}",
                 f"n_train={n_train}",
                 f"device={device}",
-                f"out_dir={out / _slug(name)}",
+                f"out_dir={out / slug(name)}",
             ],
         )
         for name, preset in LENGTH_RUNS.items()
@@ -1041,7 +1037,7 @@ def fig1c_ablation(
                 [f"dataset={dataset}", f"epochs={epochs}", f"n_train={n_train}", f"device={device}", f"seed={seed}"],
             )
             cfg = dataclasses.replace(
-                cfg, **change, data_dir=data_dir, eval_every=0, out_dir=str(out / _slug(label) / f"seed{seed}")
+                cfg, **change, data_dir=data_dir, eval_every=0, out_dir=str(out / slug(label) / f"seed{seed}")
             )
             cfg.validate()
             rows[label].append(cfg)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from .build import load_config_dataset, load_generator
 from .checkpoint import load_checkpoint
 from .config import Config
 from .errors import UserError
+from .naming import slug
 
 # The paper's Figure 2 (inception scores under the ImageNet Inception network; accuracies of a
 # ResNet trained on 50,000 images and tested on the real test set).
@@ -100,10 +100,6 @@ FIG2_SCALES: dict[str, dict[str, Any]] = {
 }
 
 
-def _slug(label: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
-
-
 @torch.no_grad()
 def labelled_samples(
     run_dir: str | Path, n: int, seed: int = 0, device: str = "cpu"
@@ -157,7 +153,7 @@ def fig2(
     base = Config(dataset="cifar10", data_dir=data_dir, device=device, seed=seed, eval_every=0, progress=jobs <= 1)
     data = load_config_dataset(base)
     cfgs = {
-        name: dataclasses.replace(base, **values, **train_kw, out_dir=str(out / "runs" / _slug(name))).validate()
+        name: dataclasses.replace(base, **values, **train_kw, out_dir=str(out / "runs" / slug(name))).validate()
         for name, values in FIG2_VARIANTS.items()
     }
     log(f"fig2 ({scale}): {len(cfgs)} runs")
@@ -187,7 +183,7 @@ def fig2(
         # fid_images must each hold every class, so every set is scored in one seeded random order.
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
         x, y = x[order], y[order]
-        cache = out / "scores" / f"{_slug(name)}.json"
+        cache = out / "scores" / f"{slug(name)}.json"
         key = {**key, "n": len(x), "scale": scale, "seed": seed, "transfer": sc["transfer"], "order": "shuffled"}
         if cache.exists():
             saved = json.loads(cache.read_text())
@@ -220,7 +216,7 @@ def fig2(
         x, y = labelled_samples(cfg.out_dir, n, seed=seed, device=device)
         rows[name] = scores(name, x, y, {"step": step})
         grid_x, nrow = draw_samples(load_generator(cfg.out_dir), 100, torch.Generator().manual_seed(seed))
-        grids[name] = save_image_grid(grid_x, out / f"fig2-{_slug(name)}.png", data.image_shape, nrow=nrow).name
+        grids[name] = save_image_grid(grid_x, out / f"fig2-{slug(name)}.png", data.image_shape, nrow=nrow).name
 
     summary = {
         "scale": scale,

@@ -28,6 +28,7 @@ from torch import Tensor
 from .config import Config
 from .data import load_dataset
 from .errors import UserError
+from .naming import slug
 
 __all__ = ["JOINT_RUNS", "TRANSFER_DEPTHS", "mnist_joint", "conditional_images"]
 
@@ -129,7 +130,7 @@ def mnist_joint(
 
     from .build import load_generator
     from .plots import save_image_grid
-    from .reproduce import _preset, _slug, run_many
+    from .reproduce import _preset, run_many
     from .sample_scores import MNIST_CLASSIFIERS, read_grid, score_images
     from .transfer import duplicate_baseline
 
@@ -147,7 +148,7 @@ def mnist_joint(
             [f"dataset={dataset}", f"epochs={epochs}", f"n_train={n_train}", f"device={device}", *extra]
             + ([] if eval_samples is None else [f"eval_samples={eval_samples}"]),
         )
-        cfgs[name] = dataclasses.replace(cfg, data_dir=data_dir, out_dir=str(out / _slug(name)))
+        cfgs[name] = dataclasses.replace(cfg, data_dir=data_dir, out_dir=str(out / slug(name)))
     out.mkdir(parents=True, exist_ok=True)
     results = dict(zip(cfgs, run_many(list(cfgs.values()), jobs, log)))
 
@@ -163,7 +164,7 @@ def mnist_joint(
         log(f"mnist-joint: judging {name}")
         rows[name] = _judge(x, y, data.test, fid_samples, transfer_images, transfer_epochs, log, name)
         grid = conditional_images(G, grid_y, seed=1, batch_size=len(grid_y))
-        png = save_image_grid(grid, out / f"mnist-joint-{_slug(name)}.png", (1, 28, 28), nrow=GRID_COLS)
+        png = save_image_grid(grid, out / f"mnist-joint-{slug(name)}.png", (1, 28, 28), nrow=GRID_COLS)
         rows[name]["grid"] = png.name
         rows[name].update({f"grid_{k}": v for k, v in score_images(grid, n_splits=1).items() if "std" not in k})
     n_real = min(is_samples, len(data.train.x))

@@ -88,25 +88,41 @@ class RunLog:
             self.tb = None
 
 
-# what a steinebm start leaves in its run folder before the first checkpoint (a failed start
-# removes these again; a kill can leave them): such a folder may be started afresh
-
-
 def json_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """The complete JSON lines of a log (a kill mid-write can leave a partial last line)."""
+    """The lines of a metrics log with their records. A partial *last* line is what a kill
+    mid-write leaves and is dropped; anything else that is not a JSON object with a ``step``
+    means the file is damaged, and what is drawn or resumed from it would silently hold less
+    than the run logged, so it is a one-line error."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is damaged (not UTF-8 text): restore it or leave the run out") from None
+    lines = text.splitlines()
     out = []
-    for ln in path.read_text().splitlines():
-        try:
-            rec = json.loads(ln)
-        except json.JSONDecodeError:
+    for k, line in enumerate(lines):
+        if not line.strip():
             continue
-        if isinstance(rec, dict) and "step" in rec:
-            out.append((ln, rec))
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            if k == len(lines) - 1 and not text.endswith("\n"):
+                break  # the unfinished line of a run killed while writing
+            raise UserError(f"{path} is damaged at line {k + 1} ({e.msg}): restore it or leave the run out") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("step"), (int, float)):
+            raise UserError(f"{path} is damaged at line {k + 1} (not a record with a step): restore it or leave it out")
+        out.append((line, rec))
     return out
 
 
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics log file, in order (see :func:`json_lines`)."""
+    return [rec for _, rec in json_lines(path)]
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of RUN_DIR/metrics.jsonl, in order ([] before the first); a line that is not a
-    complete JSON record (a kill mid-write leaves a partial last one) is left out."""
+    """The records of RUN_DIR/metrics.jsonl, in order ([] before the first): the one reader of
+    run logs (:func:`json_lines` says what it drops and what it refuses)."""
     p = Path(run_dir) / "metrics.jsonl"
-    return [rec for _, rec in json_lines(p)] if p.exists() else []
+    return read_log(p) if p.exists() else []
