@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 
 import torch
 
@@ -36,12 +37,13 @@ def main() -> int:
 
     from steinebm.config import Config
     from steinebm.errors import UserError
-    from steinebm.reproduce_images import DCGAN_CIFAR, STEINGAN_CIFAR
+    from steinebm.reproduce_images import fig2_config
     from steinebm.train import build_parts, load_config_dataset
 
     device = torch.device("cpu" if a.dry_run else "cuda")
     narrow = dict(width=8, gen_width=8, disc_width=8, code_dim=16) if a.dry_run else {}
-    base = Config(dataset="cifar10", data_dir=a.data_dir, batch_size=a.batch_size, device=device.type, **narrow)
+    run_kw: dict[str, Any] = dict(data_dir=a.data_dir, batch_size=a.batch_size, device=device.type, **narrow)
+    base = Config(dataset="cifar10", **run_kw)
     try:
         data = load_config_dataset(base)
     except UserError as e:
@@ -50,14 +52,12 @@ def main() -> int:
     x_all, y_all = data.train.x.to(device), data.train.y.to(device)
     runs = {
         "SteinGAN": build_parts(
-            Config(**{**base.__dict__, **STEINGAN_CIFAR, "feature_repulsion": a.repulsion}).validate(),
+            fig2_config("SteinGAN", **run_kw, feature_repulsion=a.repulsion),
             data.dim,
             device,
             image_shape=data.image_shape,
         ),
-        "DCGAN": build_parts(
-            Config(**{**base.__dict__, **DCGAN_CIFAR}).validate(), data.dim, device, image_shape=data.image_shape
-        ),
+        "DCGAN": build_parts(fig2_config("DCGAN", **run_kw), data.dim, device, image_shape=data.image_shape),
     }
     rng = torch.Generator(device=device).manual_seed(0)
     g = torch.Generator(device=device).manual_seed(1)
