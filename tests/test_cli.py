@@ -337,3 +337,20 @@ def test_reproduce_hais_puts_the_exact_likelihood_beside_their_estimator(tmp_pat
     assert main(["reproduce", "hais", "--runs", f"{run},{dc}", "--out", str(tmp_path / "h2")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds no RBM" in err[0] and not (tmp_path / "h2").exists()
+
+
+def test_mnist_joint_refuses_more_fid_or_training_images_than_it_draws(tmp_path, capsys):
+    out = tmp_path / "joint"
+    assert main(["reproduce", "mnist-joint", "--is-samples", "1000", "--fid-samples", "2000", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--fid-samples" in err[0] and not out.exists()
+
+
+def test_reproduce_hais_refuses_an_rbm_too_large_to_enumerate(tmp_path, capsys):
+    run = tmp_path / "big"
+    args = [a for a in SMALL if not a.startswith("n_hidden")]
+    assert main(["train", *args, "method=cd", "n_hidden=25", "max_steps=1", "eval_every=0", f"out_dir={run}"]) == 0
+    capsys.readouterr()
+    assert main(["reproduce", "hais", "--runs", str(run), "--out", str(tmp_path / "h")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "25 hidden units" in err[0] and not (tmp_path / "h").exists()

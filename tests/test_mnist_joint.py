@@ -320,3 +320,25 @@ def test_reproduce_mnist_joint_small(tmp_path, data):
         "SteinGAN's inception score reaches 9",
         "a classifier trained on SteinGAN's images beats one trained on DCGAN's",
     ]
+
+
+def test_head_dropout_reaches_the_cifar_joint_energy_too():
+    cfg = Config(method="steingan", model="joint", dataset="cifar10", width=8, code_dim=8, head_dropout=0.5)
+    assert T.build_model(cfg, 3072, image_shape=(3, 32, 32)).head_dropout == 0.5
+
+
+def test_batch_mode_codes_drop_out_the_input_as_the_energy_does():
+    from steinebm.build import _feature_codes
+
+    f = JointAutoencoderEnergy.mnist(width=4, code_dim=8, input_dropout=0.3)
+    x = torch.rand(10, 784)
+    codes = _feature_codes(f, "batch")
+    torch.manual_seed(3)
+    a = codes(x)
+    torch.manual_seed(3)
+    f.train()
+    keep = torch.nn.functional.dropout(x.reshape(10, 1, 28, 28), 0.3, training=True)
+    torch.testing.assert_close(a, f.encoder(keep))  # the same mask as the energy's own pass draws
+    assert not torch.equal(codes(x), a)  # another draw, another mask
+    f.eval()
+    torch.testing.assert_close(_feature_codes(f, "eval")(x), f.encoder(x.reshape(10, 1, 28, 28)))

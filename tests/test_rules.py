@@ -28,6 +28,8 @@ TOY = '''
 """A toy rule: move the RBM's visible bias b towards the batch mean by plain gradient steps
 on 0.5 * ||b - mean(x)||^2 (its own optimizer, SGD with lr 0.5)."""
 import torch
+from steinebm.build import build_model  # noqa: F401  (a plugin may import any part of steinebm)
+from steinebm.config import Config  # noqa: F401
 from steinebm.learners.registry import register_rule
 from steinebm.learners.rules import Rule
 
@@ -105,6 +107,11 @@ def test_a_rule_registered_from_outside_trains_with_steinebm_train(tmp_path):
     torch.testing.assert_close(saved, b, rtol=1e-5, atol=1e-6)
     last = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("test_ll" in r for r in last)  # evaluated like any RBM run
+    # a plugin that fails to import: one line, exit 2
+    (tmp_path / "brokenrule.py").write_text("raise RuntimeError('half-written plugin')\n")
+    done = subprocess.run(cmd, env={**env, "STEINEBM_PLUGINS": "brokenrule"}, capture_output=True, text=True)
+    assert done.returncode == 2 and "half-written plugin" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
     # without the plugin the method is unknown: one line, exit 2
     env.pop("STEINEBM_PLUGINS")
     done = subprocess.run(cmd[:-1] + [f"out_dir={tmp_path / 'r2'}"], env=env, capture_output=True, text=True)

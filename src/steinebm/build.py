@@ -69,11 +69,12 @@ def _feature_codes(model: nn.Module, mode: str) -> Callable[[Tensor], Tensor]:
     - ``eval``: running statistics, so each particle's code is its own and the kernel's
       repulsive term is exact; early in training the running statistics do not yet match the
       generated images, and their codes can all but coincide.
-    - ``batch``: the batch's own statistics (as the authors' code computes its features), the
-      running statistics left as they are. The codes then depend on the whole batch, so the
-      repulsive term is approximate.
+    - ``batch``: the batch's own statistics and the energy's input dropout (as the authors'
+      code computes its features: its encoder pass drops out the input too), the running
+      statistics left as they are. The codes then depend on the whole batch, so the repulsive
+      term is approximate.
     """
-    encode: Callable[[Tensor], Tensor] = model.encode  # type: ignore[assignment]
+    encode: Callable[..., Tensor] = model.encode  # type: ignore[assignment]
     norms = [mod for mod in model.modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
 
     def codes(x: Tensor) -> Tensor:
@@ -83,7 +84,7 @@ def _feature_codes(model: nn.Module, mode: str) -> Callable[[Tensor], Tensor]:
         for bn in norms:
             bn.momentum = 0.0  # a momentum of 0 leaves the running statistics untouched
         try:
-            return encode(x)
+            return encode(x, mode == "batch")
         finally:
             model.train(was)
             for bn, mom in zip(norms, momenta):
@@ -146,7 +147,7 @@ def build_model(
     width = cfg.width or None
     if cfg.model == "joint":
         return JointAutoencoderEnergy.dcgan(
-            side, channels, N_CLASSES, cfg.margin, cfg.code_dim, width, generator, cfg.input_dropout
+            side, channels, N_CLASSES, cfg.margin, cfg.code_dim, width, generator, cfg.input_dropout, cfg.head_dropout
         )
     return AutoencoderEnergy.dcgan(side, channels, cfg.code_dim, width, generator, cfg.input_dropout)
 

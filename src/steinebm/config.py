@@ -35,7 +35,6 @@ __all__ = [
 PRESETS = Path(__file__).resolve().parent / "configs"  # the paper's presets, shipped with the package
 
 # the paper's methods; steinebm.learners.registry holds every registered one (plugins too)
-registry.load_plugins()
 ENERGY_METHODS = ("cd", "steincd", "symmetric-steincd", "stein-score-matching", "score-matching")
 # methods that train a generator G(xi; eta) too
 GENERATOR_METHODS = ("steingan", "amortized-svgd", "dcgan")
@@ -154,7 +153,8 @@ class Config:
     # label counts | batch: the real batch's own labels (the authors' MNIST code)
     gen_labels: str = "drawn"
     # every learning rate falls linearly from this epoch (counted from 0) to 1/(epochs - it) of its
-    # value in the last epoch (the authors' MNIST code: 50 of 100); null (or >= epochs) = constant
+    # value in the last epoch (the authors' MNIST code: 50 of 100); null (or >= epochs) = constant.
+    # The decay is computed from epochs: resuming with other epochs stretches what is left of it
     lr_decay_from: int | None = None
     alpha: float = 0.0  # SteinCD-GAN(alpha): probability of a SteinCD step
     # SteinCD-GAN: "shared" = one Adam state for theta; "own" = SteinCD steps keep their own Adam

@@ -1113,7 +1113,7 @@ def hais_table(
 
     from .build import load
     from .config import from_dict
-    from .metrics import log_likelihood
+    from .metrics import EXACT_MAX_HIDDEN, log_likelihood
     from .provenance import load_run_data
 
     if not runs:
@@ -1127,6 +1127,11 @@ def hais_table(
         model: Any = load(run)
         if not hasattr(model, "log_partition"):
             raise UserError(f"{run} (method={cfg.method}, model={cfg.model}) holds no RBM: give RBM runs")
+        if model.n_hidden > EXACT_MAX_HIDDEN:
+            raise UserError(
+                f"{run}'s RBM has {model.n_hidden} hidden units: its exact likelihood (2^{model.n_hidden} terms) is "
+                f"out of reach beyond {EXACT_MAX_HIDDEN}; give RBMs with at most {EXACT_MAX_HIDDEN}"
+            )
         data, _ = load_run_data(cfg, str(run), None, data_dir, dim=int(ck["dim"]))
         models.append((Path(run), int(ck["step"]), model, data.test.x))
     out = Path(out)

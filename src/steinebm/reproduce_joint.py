@@ -77,6 +77,7 @@ def _judge(
     transfer_epochs: int,
     log: Callable[[str], None],
     name: str,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Every measure of the module docstring for images x (n, 784) drawn with labels y (n,)."""
     from .metrics import near_duplicate_fraction
@@ -89,16 +90,18 @@ def _judge(
     row["near_duplicates"] = near_duplicate_fraction(x)
     for depth, blocks in TRANSFER_DEPTHS.items():
         log(f"mnist-joint: {name}: training {depth} on {min(transfer_images, len(x)):,} images")
-        row[f"transfer_{depth}"] = _transfer(x[:transfer_images], y[:transfer_images], test, blocks, transfer_epochs)
+        row[f"transfer_{depth}"] = _transfer(
+            x[:transfer_images], y[:transfer_images], test, blocks, transfer_epochs, device
+        )
     return row
 
 
-def _transfer(x: Tensor, y: Tensor, test: Any, blocks: int, epochs: int) -> float:
+def _transfer(x: Tensor, y: Tensor, test: Any, blocks: int, epochs: int, device: str) -> float:
     """Test accuracy of a ResNet (``blocks`` per stage) trained on labelled images (x, y)."""
     from .transfer import train_on_images_accuracy
 
     return train_on_images_accuracy(
-        x, y, test.x, test.y, epochs=epochs, batch_size=128, lr=0.1, seed=0,
+        x, y, test.x, test.y, epochs=epochs, batch_size=128, lr=0.1, seed=0, device=device,
         augment=False,  # crops and left-right flips change what a digit is
         image_shape=(1, 28, 28), num_classes=10, blocks=blocks,
     )  # fmt: skip
@@ -138,6 +141,11 @@ def mnist_joint(
         raise UserError(f"mnist-joint is MNIST's experiment (its classifiers judge digits), not {dataset}'s")
     if min(is_samples, fid_samples, transfer_images) < GRID_ROWS * GRID_COLS:
         raise UserError(f"mnist-joint needs at least {GRID_ROWS * GRID_COLS} images for each measure")
+    if max(fid_samples, transfer_images) > is_samples:
+        raise UserError(
+            f"mnist-joint draws {is_samples:,} images (--is-samples) and measures FID and the trained classifier on "
+            "some of them: --fid-samples and --transfer-images must not exceed it"
+        )
     out = Path(out)
     data = load_dataset(dataset, data_dir)  # before anything is created
     theirs = read_grid(authors_grid, GRID_ROWS, GRID_COLS) if authors_grid is not None else None
@@ -158,11 +166,11 @@ def mnist_joint(
         if res["diverged"]:
             rows[name] = {"diverged": res["diverged"]}
             continue
-        G = load_generator(res["out_dir"])
+        G = load_generator(res["out_dir"]).to(device)
         y = _balanced(is_samples)
         x = conditional_images(G, y)
         log(f"mnist-joint: judging {name}")
-        rows[name] = _judge(x, y, data.test, fid_samples, transfer_images, transfer_epochs, log, name)
+        rows[name] = _judge(x, y, data.test, fid_samples, transfer_images, transfer_epochs, log, name, device)
         grid = conditional_images(G, grid_y, seed=1, batch_size=len(grid_y))
         png = save_image_grid(grid, out / f"mnist-joint-{slug(name)}.png", (1, 28, 28), nrow=GRID_COLS)
         rows[name]["grid"] = png.name
@@ -177,10 +185,14 @@ def mnist_joint(
         transfer_epochs,
         log,
         "the real training set",
+        device,
     )
     rows["real training images"] = real
     x_dup, y_dup = duplicate_baseline(data.train.x, data.train.y, n=duplicates[0], copies=duplicates[1], seed=0)
-    dup = {f"transfer_{d}": _transfer(x_dup, y_dup, data.test, b, transfer_epochs) for d, b in TRANSFER_DEPTHS.items()}
+    dup = {
+        f"transfer_{d}": _transfer(x_dup, y_dup, data.test, b, transfer_epochs, device)
+        for d, b in TRANSFER_DEPTHS.items()
+    }
     rows[f"{duplicates[0]} real images x {duplicates[1]}"] = dup
     if theirs is not None:
         their = {f"grid_{k}": v for k, v in score_images(theirs, n_splits=1).items() if "std" not in k}

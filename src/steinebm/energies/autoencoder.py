@@ -99,9 +99,11 @@ class AutoencoderEnergy(nn.Module):
             return F.dropout(xi, self.input_dropout, training=True)
         return xi
 
-    def encode(self, x: Tensor) -> Tensor:
-        """E(x) as flat codes (m, p); x may be images or flat rows."""
-        return self.encoder(self._images(x)).reshape(x.shape[0], -1)
+    def encode(self, x: Tensor, corrupt: bool = False) -> Tensor:
+        """E(x) as flat codes (m, p); x may be images or flat rows. ``corrupt``: the input
+        dropped out first, as the energy's own pass does in training mode."""
+        xi = self._images(x)
+        return self.encoder(self.corrupt(xi) if corrupt else xi).reshape(x.shape[0], -1)
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """D(E(x)), shaped like the encoder's input."""

@@ -108,12 +108,15 @@ class JointAutoencoderEnergy(nn.Module):
         width: int | None = None,
         generator: torch.Generator | None = None,
         input_dropout: float = 0.0,
+        head_dropout: float = 0.0,
     ) -> JointAutoencoderEnergy:
         """The DCGAN encoder/decoder of :meth:`AutoencoderEnergy.dcgan` plus the linear head
         (widths default to :data:`~steinebm.energies.autoencoder.DEFAULT_WIDTH`)."""
         w = DEFAULT_WIDTH.get(image_size, 128) if width is None else width
         ae = AutoencoderEnergy.dcgan(image_size, channels, code_dim, w, generator)
-        return cls(ae.encoder, ae.decoder, n_classes, margin, code_dim, ae.image_shape, generator, input_dropout)
+        return cls(
+            ae.encoder, ae.decoder, n_classes, margin, code_dim, ae.image_shape, generator, input_dropout, head_dropout
+        )
 
     @classmethod
     def mnist(
@@ -146,9 +149,10 @@ class JointAutoencoderEnergy(nn.Module):
     def decoder(self) -> nn.Module:
         return self.autoencoder.decoder
 
-    def encode(self, x: Tensor) -> Tensor:
-        """E(x) as flat codes (m, code_dim): the features of Section 5.2's kernel."""
-        return self.autoencoder.encode(x)
+    def encode(self, x: Tensor, corrupt: bool = False) -> Tensor:
+        """E(x) as flat codes (m, code_dim): the features of Section 5.2's kernel (``corrupt``:
+        see :meth:`AutoencoderEnergy.encode`)."""
+        return self.autoencoder.encode(x, corrupt)
 
     def _parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(||x - D(E(x))|| (m,), logits h(E(x)) (m, n_classes)) from one pass of the encoder."""

@@ -92,28 +92,40 @@ def register_rule(name: str, build: Callable[[RuleContext], Rule], trains_genera
 
 def rule_entry(name: str) -> RuleEntry:
     """The registered rule ``name``, else a one-line error listing the registered ones."""
+    load_plugins()
     if name not in _RULES:
         raise UserError(f"no learning rule is registered as method={name!r}; choose one of {', '.join(_RULES)}")
     return _RULES[name]
 
 
 def methods() -> tuple[str, ...]:
-    """Every registered method, the paper's first."""
+    """Every registered method, the paper's first (plugins loaded first)."""
+    load_plugins()
     return tuple(_RULES)
 
 
 def trains_generator(name: str) -> bool:
     """Whether method ``name`` trains a generator too (the engine then builds one)."""
+    load_plugins()
     return name in _RULES and _RULES[name].trains_generator
 
 
+_LOADED: set[str] = set()
+
+
 def load_plugins() -> None:
-    """Import the modules named in ``STEINEBM_PLUGINS`` (each registers its rules)."""
+    """Import the modules named in ``STEINEBM_PLUGINS`` (each registers its rules), each once.
+    Called when a method is first looked up, so a plugin may import any part of steinebm."""
     for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_VARIABLE, "").split(","))):
+        if module in _LOADED:
+            continue
+        _LOADED.add(module)  # before the import: a plugin that looks up methods does not recurse
         try:
             importlib.import_module(module)
-        except ImportError as e:
-            raise UserError(f"{PLUGINS_VARIABLE} names {module!r}, which cannot be imported ({e})") from None
+        except Exception as e:  # any failure of a user's module is its own one-line error
+            _LOADED.discard(module)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"{PLUGINS_VARIABLE} names {module!r}, which failed to import ({first})") from None
 
 
 # --- the paper's rules ---------------------------------------------------------------------------
