@@ -17,8 +17,9 @@ import torch
 from scipy.spatial.distance import pdist
 from torch import nn
 
+from steinebm.energies.base import score
 from steinebm.kernels import IMQ, RBF, ConstantKernel
-from steinebm.svgd import SVGD, amortized_svgd_loss, log_prob_score, svgd_direction
+from steinebm.svgd import SVGD, amortized_svgd_loss, svgd_direction
 
 DT = torch.float64
 
@@ -160,10 +161,10 @@ def test_large_batch_needs_no_m_by_m_by_d_tensor():
 # ----------------------------------------------------------------------------- sampler
 
 
-def test_log_prob_score_matches_closed_form():
+def test_score_of_a_log_density_function_matches_closed_form():
     P = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=DT)
     x = torch.randn(4, 2, dtype=DT)
-    g = log_prob_score(lambda z: -0.5 * ((z @ P) * z).sum(1), x)
+    g = score(lambda z: -0.5 * ((z @ P) * z).sum(1), x)
     assert torch.allclose(g, -x @ P, rtol=1e-12)
 
 

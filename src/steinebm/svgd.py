@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-import torch
 from torch import Tensor
 
+from .energies.base import score
 from .kernels import RBF, Kernel
 
-__all__ = ["svgd_direction", "SVGD", "log_prob_score", "amortized_svgd_loss"]
+__all__ = ["svgd_direction", "SVGD", "amortized_svgd_loss"]
 
 Normalize = Literal["m", "kernel_sum"]
 
@@ -43,14 +43,6 @@ def svgd_direction(x: Tensor, score: Tensor, kernel: Kernel, normalize: Normaliz
     else:
         raise ValueError(f"normalize must be 'm' or 'kernel_sum', got {normalize!r}")
     return phi.view(x.shape)
-
-
-def log_prob_score(log_prob: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """``grad_x log_prob(x)`` for a batch, by autograd (log_prob returns one value per row)."""
-    with torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(log_prob(xg).sum(), xg)
-    return g
 
 
 class SVGD:
@@ -94,7 +86,7 @@ class SVGD:
 
     def step(self, x: Tensor) -> Tensor:
         """One SVGD update; returns the moved particles (a new tensor)."""
-        phi = svgd_direction(x, log_prob_score(self.log_prob, x), self.kernel, self.normalize)
+        phi = svgd_direction(x, score(self.log_prob, x), self.kernel, self.normalize)
         if self.adagrad:
             sq = phi * phi
             self._hist = sq if self._hist is None else self.alpha * self._hist + (1 - self.alpha) * sq

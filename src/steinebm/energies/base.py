@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 
-def score(energy: nn.Module, x: Tensor, create_graph: bool = False) -> Tensor:
-    """``grad_x f(x; theta)`` for each sample, same shape as x.
+def score(energy: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool = False) -> Tensor:
+    """``grad_x f(x; theta)`` for each sample, same shape as x: the score of an energy model, or
+    of any function returning one log-density value per sample (the one score function).
 
     Uses the model's own closed form ``energy.score(x)`` when it has one and no graph through
     it is needed; otherwise autograd. With ``create_graph=True`` the result stays
