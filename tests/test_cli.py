@@ -263,6 +263,9 @@ def test_reproduce_fig1c_length_small(tmp_path, capsys):
         )
         assert f"| 2 | {run['evals'][-1]['test_ll']:.2f} |" in md
         assert (Path(run["out_dir"]) / "config.yaml").read_text().count("gen_bias: false") == (name != "default")
+        lls = [r["test_ll"] for r in run["evals"]]  # the last (here: both) epochs' mean and spread
+        assert run["last_epochs_mean_std"]["test_ll"] == pytest.approx((np.mean(lls), np.std(lls)))
+        assert f"| 1-2, mean ± sd | {np.mean(lls):.2f} ± {np.std(lls):.2f} |" in md
     assert (out / "fig1c-length.png").exists()
     assert all(run["grid_matches_authors_at"] is None for run in summary["runs"].values())  # no grid given
     # a second call finds the runs done and only redraws

@@ -940,6 +940,23 @@ def fig1c_length(
         for r in evals:
             if r["epoch"] in shown and all(f"grid_{c}_is" in r for c in MNIST_CLASSIFIERS):
                 lines.append(f"| {r['epoch']:g} | {_length_cells(r)} |")
+        # one epoch's scores move from epoch to epoch: the last ten epochs' mean and spread
+        tail = [r for r in evals[-10:] if all(f"grid_{c}_is" in r for c in MNIST_CLASSIFIERS)]
+        if tail:
+            keys = ["test_ll", *(f"{c}_is" for c in MNIST_CLASSIFIERS), *(f"grid_{c}_is" for c in MNIST_CLASSIFIERS)]
+            spread = {k: (float(np.mean([r[k] for r in tail])), float(np.std([r[k] for r in tail]))) for k in keys}
+            summary["runs"][name]["last_epochs_mean_std"] = spread
+            cells = " | ".join(f"{m:.2f} ± {sd:.2f}" for m, sd in spread.values())
+            lines.append(f"| {tail[0]['epoch']:g}-{tail[-1]['epoch']:g}, mean ± sd | {cells} |")
+        if theirs is not None:
+            at = [
+                r["epoch"]
+                for r in evals
+                if all(r.get(f"grid_{c}_is", 0.0) >= theirs[f"grid_{c}_is"] for c in MNIST_CLASSIFIERS)
+            ]
+            summary["runs"][name]["grid_matches_authors_epochs"] = at
+            lines += ["", "Epochs whose grid scores at least the authors' under both classifiers: "
+                      + (", ".join(f"{e:g}" for e in at) if at else "none") + "."]  # fmt: skip
         lines.append("")
     if theirs is not None:
         lines.append(f"The authors' grid ({Path(str(authors_grid)).name}), one split: {_grid_cells(theirs)}.")
