@@ -36,6 +36,7 @@ MODULES = [
     "steinebm.inception",
     "steinebm.transfer",
     "steinebm.sample_scores",
+    "steinebm.reproduce_fig1c",
     "steinebm.data",
     "steinebm.provenance",
     "steinebm.config",

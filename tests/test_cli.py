@@ -247,7 +247,7 @@ def test_an_unreadable_authors_grid_is_one_line_before_any_run(tmp_path, capsys)
 
 
 def test_reproduce_fig1c_length_small(tmp_path, capsys):
-    from steinebm.reproduce import fig1c_length
+    from steinebm.reproduce_fig1c import fig1c_length
 
     out = tmp_path / "len"
     common = dict(dataset="mnist-embedded", epochs=2, n_train=200, eval_samples=100, jobs=1, log=lambda s: None)
@@ -277,7 +277,7 @@ def test_reproduce_fig1c_length_small(tmp_path, capsys):
 def test_reproduce_fig1c_ablation_switches_back_one_difference_per_row(tmp_path):
     import yaml
 
-    from steinebm.reproduce import RECIPE_ABLATIONS, fig1c_ablation
+    from steinebm.reproduce_fig1c import RECIPE_ABLATIONS, fig1c_ablation
 
     out = tmp_path / "abl"
     common = dict(dataset="mnist-embedded", epochs=1, n_train=200, is_samples=100, jobs=1, log=lambda s: None)
@@ -313,7 +313,7 @@ def test_mnist_joint_refuses_a_zero_count_before_any_run(tmp_path, capsys, flag)
 
 def test_reproduce_hais_puts_the_exact_likelihood_beside_their_estimator(tmp_path, capsys):
     from steinebm.metrics import log_likelihood
-    from steinebm.reproduce import hais_table
+    from steinebm.reproduce_fig1c import hais_table
     from steinebm.train import load
 
     run = tmp_path / "rbm"

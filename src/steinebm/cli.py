@@ -377,7 +377,8 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(a: argparse.Namespace) -> int:
-    from .reproduce import FIG1B_ALPHAS, fig1a, fig1b, fig1c_length, fig1cd
+    from .reproduce import FIG1B_ALPHAS, fig1a, fig1b, fig1cd
+    from .reproduce_fig1c import fig1c_length
 
     _positive("seeds", a.seeds)
     epochs_given = a.epochs
@@ -429,7 +430,7 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
             **{k: v for k, v in common.items() if k != "epochs"},
         )
     elif a.figure == "hais":
-        from .reproduce import hais_table
+        from .reproduce_fig1c import hais_table
 
         try:
             steps = tuple(int(v) for v in a.hais_steps.split(","))
@@ -445,7 +446,7 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
             data_dir=a.data_dir,
         )
     elif a.figure == "fig1c-ablation":
-        from .reproduce import fig1c_ablation
+        from .reproduce_fig1c import fig1c_ablation
 
         fig1c_ablation(
             out=out,

@@ -132,8 +132,9 @@ def mnist_joint(
     import json
 
     from .build import load_generator
+    from .config import load_config
     from .plots import save_image_grid
-    from .reproduce import _preset, run_many
+    from .reproduce import run_many
     from .sample_scores import MNIST_CLASSIFIERS, read_grid, score_images
     from .transfer import duplicate_baseline
 
@@ -151,7 +152,7 @@ def mnist_joint(
     theirs = read_grid(authors_grid, GRID_ROWS, GRID_COLS) if authors_grid is not None else None
     cfgs: dict[str, Config] = {}
     for name, (preset, extra) in JOINT_RUNS.items():
-        cfg = _preset(
+        cfg = load_config(
             preset,
             [f"dataset={dataset}", f"epochs={epochs}", f"n_train={n_train}", f"device={device}", *extra]
             + ([] if eval_samples is None else [f"eval_samples={eval_samples}"]),
