@@ -432,3 +432,27 @@ def test_bad_arguments_raise():
         IMQ(c=0.0)
     with pytest.raises(ValueError):
         median_bandwidth(torch.ones(3, 3), median_over="x")
+
+
+@pytest.mark.parametrize("rows", [slice(0, 2), slice(2, 4), slice(4, 6)])
+def test_stein_sum_rows_against_loop(rows):
+    """The rows of S that one of several processes computes (all m particles j, the bandwidth of
+    all m^2 distances) equal the double loop's rows, for the fused RBF, the generic route and the
+    feature kernel's row-wise vector-Jacobian products."""
+    x, s = rand_x(6, 3, seed=12), rand_x(6, 3, seed=13)
+    m = x.shape[0]
+    feats = make_mlp(3)
+    cases = [
+        (RBF(), rbf_fun(ref_median_h(x.numpy()))),
+        (RBF(bandwidth=1.3), rbf_fun(1.3)),
+        (IMQ(bandwidth=0.9), imq_fun(0.9, 1.0, -0.5)),
+        (FeatureKernel(feats, chunk=1), feature_fun(feats, ref_feature_H(feats, x))),
+    ]
+    for kernel, kfun in cases:
+        K, R = loop_K_R(kfun, x)
+        S_ref = torch.stack([sum(K[j, i] * s[j] for j in range(m)) + R[i] for i in range(m)])
+        S, ksum = kernel.stein_sum(x, s, rows)
+        name = type(kernel).__name__
+        assert S.shape == (2, 3), name
+        assert torch.allclose(S, S_ref[rows], rtol=1e-9, atol=1e-11), name
+        assert torch.allclose(ksum, K.sum(0)[rows], rtol=1e-12), name

@@ -8,11 +8,19 @@ What a rank does, and why:
 - ``batch_size`` is the global batch. Every rank walks the same seeded permutation of the
   data, and rank r takes the r-th of ``world`` equal slices of each global batch. So the data
   order does not depend on the number of processes, and a run resumes on another number.
-- **SVGD particles couple within a rank.** φ (Eq. 5), its median bandwidth and the amortized
-  SVGD direction are computed on the rank's own slice of particles. Gathering all particles
-  would make φ exactly the one-process φ, but it costs an all-gather of particles and scores
-  each step and a backward through it. Per-rank coupling is the usual choice: it is SVGD with
-  ``batch_size / world`` particles, averaged over ranks.
+- **SVGD particles couple across ranks, as on one process.** φ (Eq. 5) couples every particle
+  with every other, so a rank that computed φ on its own ``batch_size / world`` particles would
+  run another algorithm (SVGD with fewer particles, a bandwidth from fewer distances). Each
+  rank therefore gathers the particles and their scores (:meth:`Ranks.gather_rows`, an m x d
+  all-gather, small next to the m^2 d kernel products) and computes *its rows* of the global φ
+  with the global median bandwidth (:func:`steinebm.svgd.svgd_direction`'s ``ranks``). φ is
+  held fixed in every rule's surrogate, so nothing flows back through the gather. A feature
+  kernel gathers the images and runs the (identical) encoder on all of them.
+- What is not global: BatchNorm statistics in training mode are per rank (as under
+  ``DistributedDataParallel`` without ``SyncBatchNorm``), and so are the random draws (the
+  generator's noise, dropout masks): rank r draws its own particles.
+- Decisions taken on batch means (SteinGAN's adaptive γ, the alternating schedule) use the
+  means over all ranks, so every rank decides alike and as one process would.
 - Gradients are averaged over ranks after each backward, one flattened all-reduce per
   optimizer (what ``DistributedDataParallel`` does). The wrapper itself is not used: the
   learners differentiate the energy with respect to its input (``torch.autograd.grad``) inside
@@ -61,6 +69,21 @@ class Ranks:
             return batch
         per = batch.shape[0] // self.world
         return batch[self.rank * per : (self.rank + 1) * per]
+
+    def rows(self, m_local: int) -> slice:
+        """This rank's rows in a batch gathered by :meth:`gather_rows` (``m_local`` rows each)."""
+        return slice(self.rank * m_local, (self.rank + 1) * m_local)
+
+    def gather_rows(self, t: Tensor) -> Tensor:
+        """Every rank's ``t`` (m_local, ...), concatenated in rank order: (world * m_local, ...).
+        Detached: the gathered particles and scores only enter φ, which the rules hold fixed."""
+        t = t.detach()
+        if not self.active:
+            return t
+        t = t.contiguous()
+        parts = [torch.empty_like(t) for _ in range(self.world)]
+        dist.all_gather(parts, t)
+        return torch.cat(parts)
 
     def all_true(self, flag: Tensor) -> bool:
         """``flag`` (a 0-d bool tensor) on every rank: one collective, so all ranks decide alike."""

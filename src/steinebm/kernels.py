@@ -172,13 +172,22 @@ class Kernel:
     def gram_and_repulsion(self, x: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def stein_sum(self, x: Tensor, score: Tensor) -> tuple[Tensor, Tensor]:
-        """``S[i] = sum_j [k(x_j, x_i) score_j + grad_{x_j} k(x_j, x_i)]`` as (m, d), and
-        ``sum_j k(x_j, x_i)`` as (m,). SVGD's phi is S / m (Eq. 5). Kernels with a closed form
+    def stein_sum(self, x: Tensor, score: Tensor, rows: slice | None = None) -> tuple[Tensor, Tensor]:
+        """``S[i] = sum_j [k(x_j, x_i) score_j + grad_{x_j} k(x_j, x_i)]`` as (r, d), and
+        ``sum_j k(x_j, x_i)`` as (r,), for the particles i in ``rows`` (default all m: r = m),
+        the sums over all m particles j. SVGD's phi is S / m (Eq. 5). Kernels with a closed form
         override this to fuse the two products."""
         m = x.shape[0]
+        rows = rows if rows is not None else slice(0, m)
+        K, R = self.gram_and_repulsion_rows(x, rows)  # m r, (r, ...)
+        r = K.shape[1]
+        return torch.addmm(R.reshape(r, -1), K.T, score.reshape(m, -1)), K.sum(0)
+
+    def gram_and_repulsion_rows(self, x: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
+        """``K[:, rows]`` and ``R[rows]`` of :meth:`gram_and_repulsion` (all m particles j in
+        both). Kernels whose repulsion costs per row override this to compute only those rows."""
         K, R = self.gram_and_repulsion(x)
-        return torch.addmm(R.reshape(m, -1), K.T, score.reshape(m, -1)), K.sum(0)
+        return K[:, rows], R[rows]
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         """Kernel values ``k(x_a, y_b)`` for x (a, d), y (b, d) -> (a, b)."""
@@ -255,10 +264,13 @@ class RBF(Kernel):
         R = torch.addmm(x * ksum.unsqueeze(1), K.T, x, alpha=-1.0).mul_(2.0 / h)  # m d
         return K, R.view(shape)
 
-    def stein_sum(self, x: Tensor, score: Tensor) -> tuple[Tensor, Tensor]:
+    def stein_sum(self, x: Tensor, score: Tensor, rows: slice | None = None) -> tuple[Tensor, Tensor]:
         # One (m x m) @ (m x 2d) product gives both K s and K x; with K symmetric
-        # S = K s + 2/h (x * rowsum(K) - K x).
+        # S = K s + 2/h (x * rowsum(K) - K x). With ``rows``, only those rows of K enter the
+        # product (the bandwidth still comes from all m^2 distances).
         m = x.shape[0]
+        if rows is not None and (rows.start, rows.stop) != (0, m):
+            return self._stein_sum_rows(x, score, rows)
         x = x.reshape(m, -1)
         d = x.shape[1]
         # [s, x - mean(x)] written once into the product's right operand; the centred x used
@@ -281,6 +293,24 @@ class RBF(Kernel):
         both = K @ both_in  # m 2d
         S = both[:, :d]
         S.add_(torch.addcmul(both[:, d:], x, ksum.unsqueeze(1), value=-1.0).mul_(-2.0 / h))
+        return S, ksum
+
+    def _stein_sum_rows(self, x: Tensor, score: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
+        """The rows ``rows`` of :meth:`stein_sum`: (r, m) @ (m, 2d) instead of (m, m) @ (m, 2d)."""
+        m = x.shape[0]
+        x = x.reshape(m, -1)
+        d = x.shape[1]
+        both_in = torch.empty(m, 2 * d, dtype=x.dtype, device=x.device)
+        both_in[:, :d] = score.reshape(m, -1)
+        xc = torch.sub(x, x.mean(0), out=both_in[:, d:])  # m d, centred as in stein_sum
+        d2 = pairwise_sq_dists(xc, centred=True)  # m m: the bandwidth sees every pair
+        h = self.h(d2)
+        self._last_h = h
+        K = d2[rows].div_(-h).exp_()  # r m: K[i, j] = K[j, i] for i in rows
+        ksum = K.sum(1)  # r
+        both = K @ both_in  # r 2d
+        S = both[:, :d]
+        S.add_(torch.addcmul(both[:, d:], xc[rows], ksum.unsqueeze(1), value=-1.0).mul_(-2.0 / h))
         return S, ksum
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
@@ -408,7 +438,13 @@ class FeatureKernel(Kernel):
         return (h * h).clamp_(min=1e-12)
 
     def gram_and_repulsion(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.gram_and_repulsion_rows(x, slice(0, x.shape[0]))
+
+    def gram_and_repulsion_rows(self, x: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
+        """``K[:, rows]`` and ``R[rows]``: the codes and the bandwidth from all m particles, the
+        vector-Jacobian products only for the rows' particles i (all m particles j each)."""
         m = x.shape[0]
+        start0, stop0, _ = rows.indices(m)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             e = self.features(xg).reshape(m, -1)  # m p
@@ -418,18 +454,18 @@ class FeatureKernel(Kernel):
             self.last_h = float(H)
             K = d2.div_(-H).exp_()  # m m
             if self.repulsion == "nearest":
-                return K, self._nearest_repulsion(x, ed, K, H)
+                return K[:, rows], self._nearest_repulsion(x, ed, K, H)[rows]
             if self.repulsion == "none":
-                return K, torch.zeros_like(x)
-            R = torch.empty_like(x)
-            for start in range(0, m, self.chunk):
-                stop = min(start + self.chunk, m)
+                return K[:, rows], torch.zeros_like(x[rows])
+            R = torch.empty_like(x[rows])
+            for start in range(start0, stop0, self.chunk):
+                stop = min(start + self.chunk, stop0)
                 # v[c, j] = grad_1 k(e_j, e_i) for i = start + c: (c, m, p)
                 diff = ed.unsqueeze(0) - ed[start:stop].unsqueeze(1)
                 v = diff.mul_(K[:, start:stop].T.unsqueeze(2)).mul_(-2.0 / H)
                 (g,) = torch.autograd.grad(e, xg, grad_outputs=v, retain_graph=True, is_grads_batched=True)
-                R[start:stop] = g.sum(1)  # sum over j
-        return K, R
+                R[start - start0 : stop - start0] = g.sum(1)  # sum over j
+        return K[:, rows], R
 
     def _nearest_repulsion(self, x: Tensor, ed: Tensor, K: Tensor, H: Tensor) -> Tensor:
         """R_i = J_E(x_nn(i))^T grad_1 k(e_nn(i), e_i), nn(i) the nearest other particle."""

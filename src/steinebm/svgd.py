@@ -8,6 +8,7 @@ from typing import Literal
 
 from torch import Tensor
 
+from .distributed import SINGLE, Ranks
 from .energies.base import score
 from .kernels import RBF, Kernel
 
@@ -16,7 +17,9 @@ __all__ = ["svgd_direction", "SVGD", "amortized_svgd_loss"]
 Normalize = Literal["m", "kernel_sum"]
 
 
-def svgd_direction(x: Tensor, score: Tensor, kernel: Kernel, normalize: Normalize = "m") -> Tensor:
+def svgd_direction(
+    x: Tensor, score: Tensor, kernel: Kernel, normalize: Normalize = "m", ranks: Ranks = SINGLE
+) -> Tensor:
     """The Stein variational gradient phi at each particle (Eq. 5).
 
     ``phi(x_i) = 1/m sum_j [k(x_j, x_i) score(x_j) + grad_{x_j} k(x_j, x_i)]``
@@ -27,6 +30,10 @@ def svgd_direction(x: Tensor, score: Tensor, kernel: Kernel, normalize: Normaliz
         kernel: a :class:`~steinebm.kernels.Kernel`.
         normalize: ``"m"`` divides by m (the paper's Eq. 5); ``"kernel_sum"`` divides
             particle i's sum by ``sum_j k(x_j, x_i)`` (the authors' RBM SteinGAN code).
+        ranks: when several processes train together, ``x`` and ``score`` are this process's
+            share of the particles; they are gathered from every process, and this process's
+            rows of the global phi come back (the sums over j and the median bandwidth over all
+            ``world * m`` particles, exactly the one-process phi).
 
     Returns:
         phi, same shape as x. For the RBF kernel this costs one (m x d) @ (d x m) product for
@@ -34,8 +41,12 @@ def svgd_direction(x: Tensor, score: Tensor, kernel: Kernel, normalize: Normaliz
     """
     if score.shape != x.shape:
         raise ValueError(f"score has shape {tuple(score.shape)} but x has {tuple(x.shape)}")
-    m = x.shape[0]
-    phi, ksum = kernel.stein_sum(x, score)  # m d: sum_j [K[j,i] s_j + grad_j K[j,i]], m
+    if ranks.active:  # every particle j, this process's particles i
+        phi, ksum = kernel.stein_sum(ranks.gather_rows(x), ranks.gather_rows(score), ranks.rows(x.shape[0]))
+        m = x.shape[0] * ranks.world
+    else:
+        phi, ksum = kernel.stein_sum(x, score)  # m d: sum_j [K[j,i] s_j + grad_j K[j,i]], m
+        m = x.shape[0]
     if normalize == "m":
         phi.div_(m)
     elif normalize == "kernel_sum":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..distributed import SINGLE, Ranks
+
 
 class Learner:
     """One step of a learning rule = one surrogate loss on one data batch.
@@ -12,9 +14,13 @@ class Learner:
     ``loss(energy, x_pos, generator)`` returns ``(loss, stats)``: ``loss`` is a scalar whose
     gradient in the energy's parameters is minus the update of the paper (averaged over the
     batch), and ``stats`` a dict of floats for the log. Random draws use ``generator``.
+
+    ``ranks`` says which processes train together (:class:`~steinebm.learners.rules.EnergyRule`
+    sets it): a rule built on SVGD's phi computes it over all of their particles.
     """
 
     name = "learner"
+    ranks: Ranks = SINGLE
 
     def loss(
         self, energy: nn.Module, x_pos: Tensor, generator: torch.Generator | None = None

@@ -149,6 +149,7 @@ def _steingan(ctx: RuleContext) -> Rule:
         cfg.normalize,
         cfg.gamma_raise_when,
         cfg.gen_loss,
+        ctx.ranks,
     )
     if cfg.schedule == "alternate":
         schedule = AlternatingSchedule(cfg.gamma, cfg.gamma_adaptive or cfg.gamma, cfg.energy_lr_boost, cfg.skip_margin)
@@ -174,7 +175,7 @@ def _amortized_svgd(ctx: RuleContext) -> Rule:
             "the model settings and the data must match that run"
         ) from None
     model.requires_grad_(False)
-    amortized = AmortizedSVGD(ctx.kernel(cfg.gen_kernel), cfg.normalize, cfg.gen_loss)
+    amortized = AmortizedSVGD(ctx.kernel(cfg.gen_kernel), cfg.normalize, cfg.gen_loss, ctx.ranks)
     return AmortizedSVGDRule(amortized, model, G, ctx.adam(G, gen=True), ctx.draw(), ctx.ranks)
 
 

@@ -98,6 +98,7 @@ class EnergyRule(Rule):
 
     def __init__(self, learner: Learner, model: nn.Module, opt: torch.optim.Optimizer, ranks: Ranks = SINGLE):
         super().__init__({"model": model}, {"optimizer": opt})
+        learner.ranks = ranks  # phi over every process's particles
         self.learner, self.model, self.opt, self.ranks = learner, model, opt, ranks
 
     def step(self, x_pos: Tensor, rng: torch.Generator, y_pos: Tensor | None = None) -> StepOut:

@@ -28,7 +28,7 @@ class SteinScoreMatching(Learner):
         self, energy: nn.Module, x_pos: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict[str, float]]:
         s = score(energy, x_pos, create_graph=True)  # m ..., differentiable in theta
-        phi = svgd_direction(x_pos, s.detach(), self.kernel, self.normalize)
+        phi = svgd_direction(x_pos, s.detach(), self.kernel, self.normalize, self.ranks)
         m = x_pos.shape[0]
         loss = (s * phi).sum() / m
         return loss, {"stein_objective": float(loss.detach())}

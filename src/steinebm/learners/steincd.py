@@ -28,7 +28,7 @@ class SteinCD(Learner):
         self.normalize: Normalize = normalize
 
     def phi(self, energy: nn.Module, x: Tensor) -> Tensor:
-        return svgd_direction(x, score(energy, x), self.kernel, self.normalize)
+        return svgd_direction(x, score(energy, x), self.kernel, self.normalize, self.ranks)
 
     def loss(
         self, energy: nn.Module, x_pos: Tensor, generator: torch.Generator | None = None

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..distributed import SINGLE, Ranks
 from ..energies.base import score
 from ..kernels import RBF, Kernel
 from ..svgd import Normalize, amortized_svgd_loss, svgd_direction
@@ -22,19 +23,28 @@ class AmortizedSVGD:
     ``-1/m sum_i dG(xi_i)/d eta^T phi(x_i)``, phi computed on the (detached) generated batch
     with ``energy``'s score. With one particle, or with :class:`~steinebm.ConstantKernel`
     (the paper's "without kernel" ablation, amortized MAP), phi is the score (mean score).
+
+    On several processes (``ranks``) phi is computed over all their particles, and the summed
+    loss is scaled by the number of processes, so that the gradients averaged over processes
+    are the one-process gradient of the whole batch.
     """
 
-    def __init__(self, kernel: Kernel | None = None, normalize: Normalize = "m", reduction: str = "mean") -> None:
+    def __init__(
+        self, kernel: Kernel | None = None, normalize: Normalize = "m", reduction: str = "mean", ranks: Ranks = SINGLE
+    ) -> None:
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         self.kernel = kernel if kernel is not None else RBF()
         self.normalize: Normalize = normalize
         self.reduction = reduction  # "sum": the authors' code's generator loss (no 1/m)
+        self.ranks = ranks
 
     def loss(self, energy: nn.Module, x_gen: Tensor) -> tuple[Tensor, dict[str, float]]:
         x = x_gen.detach()
-        phi = svgd_direction(x, score(energy, x), self.kernel, self.normalize)
+        phi = svgd_direction(x, score(energy, x), self.kernel, self.normalize, self.ranks)
         loss = amortized_svgd_loss(x_gen, phi, self.reduction)
+        if self.reduction == "sum" and self.ranks.active:  # the mean over ranks undoes the sum
+            loss = loss * self.ranks.world
         return loss, {"phi_norm": float(phi.flatten(1).norm(dim=1).mean())}
 
 
@@ -68,6 +78,7 @@ class SteinGAN:
         normalize: Normalize = "m",
         gamma_raise_when: str = "real_energy_higher",
         gen_loss: str = "mean",
+        ranks: Ranks = SINGLE,
     ) -> None:
         if not 0.0 <= gamma < 1.0:
             raise ValueError(f"gamma must be in [0, 1), got {gamma}")
@@ -82,9 +93,10 @@ class SteinGAN:
                 f"gamma_raise_when must be 'real_energy_higher' or 'real_energy_lower', got {gamma_raise_when!r}"
             )
         self.gamma_raise_when = gamma_raise_when
-        self.generator_update = AmortizedSVGD(kernel, normalize, gen_loss)
+        self.generator_update = AmortizedSVGD(kernel, normalize, gen_loss, ranks)
         self.gamma, self.gamma_adaptive, self.alpha, self.epsilon = gamma, gamma_adaptive, alpha, epsilon
         self.steincd = SteinCD(epsilon, cd_kernel, normalize)  # the negatives of a SteinCD step
+        self.steincd.ranks = self.ranks = ranks
         self.normalize: Normalize = normalize
 
     def generator_loss(self, energy: nn.Module, x_gen: Tensor) -> tuple[Tensor, dict[str, float]]:
@@ -130,11 +142,12 @@ class SteinGAN:
             gamma = 0.0
         elif gamma is None:
             gamma = self.gamma
-            real_energy_higher = bool(f_pos < f_neg)
-            if self.gamma_adaptive is not None and real_energy_higher == (
-                self.gamma_raise_when == "real_energy_higher"
-            ):
-                gamma = self.gamma_adaptive
+            if self.gamma_adaptive is not None:  # the comparison reads the host: only when it is used
+                # the batch means over every process, so all decide alike, as one process would
+                means = self.ranks.mean_tensor(torch.stack([f_pos.detach(), f_neg.detach()]))
+                real_energy_higher = bool(means[0] < means[1])
+                if real_energy_higher == (self.gamma_raise_when == "real_energy_higher"):
+                    gamma = self.gamma_adaptive
         loss = (1.0 - gamma) * f_neg - f_pos
         stats = {
             "f_pos": float(f_pos.detach()),
