@@ -426,7 +426,12 @@ class FeatureKernel(Kernel):
         self.chunk = chunk
         self.repulsion = repulsion
         self.bandwidth_rule = bandwidth_rule
-        self.last_h: float | None = None
+        self._last_h: Tensor | None = None
+
+    @property
+    def last_h(self) -> float | None:
+        """The bandwidth H of the last call (kept as a tensor: reading it is the only sync)."""
+        return None if self._last_h is None else float(self._last_h)
 
     def H(self, sq_dists: Tensor) -> Tensor:
         if self.bandwidth != "median":
@@ -451,7 +456,7 @@ class FeatureKernel(Kernel):
             ed = e.detach()
             d2 = pairwise_sq_dists(ed)
             H = self.H(d2)
-            self.last_h = float(H)
+            self._last_h = H
             K = d2.div_(-H).exp_()  # m m
             if self.repulsion == "nearest":
                 return K[:, rows], self._nearest_repulsion(x, ed, K, H)[rows]

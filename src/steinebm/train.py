@@ -9,9 +9,15 @@ moment leaves the last complete checkpoint readable and a resumed run ends bit-i
 CPU) to one never interrupted. Before the first step the folder is checked for writability and
 for room for two checkpoints, so a full disk is reported at the start, not hours in.
 
-A non-finite loss or parameter stops the run at that step (``on_divergence=stop``) or, with
-``on_divergence=rollback``, reloads the last checkpoint, lowers every learning rate by
+A non-finite loss or parameter stops the run, naming the step it came at (``on_divergence=stop``)
+or, with ``on_divergence=rollback``, reloads the last checkpoint, lowers every learning rate by
 ``rollback_lr_factor`` and goes on, at most ``max_rollbacks`` times a run.
+
+The loop reads the device on the host only where it logs or saves: the finiteness checks
+(:class:`~steinebm.learners.rules.DivergenceWatch`), the summed loss and the rules' statistics
+stay on the device between log lines, so a GPU step is not stalled by a read. What a rule itself
+decides on the host (SteinGAN's adaptive discount, SteinCD-GAN's coin, the alternating schedule)
+it reads at its step.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ from .generators import (
     MNISTConditionalGenerator,
     MNISTGenerator,
 )
-from .learners.rules import lr_scaled
+from .learners.rules import DivergenceWatch, lr_scaled
 from .metrics import EXACT_MAX_HIDDEN, average_log_likelihood, mean_negative_energy
 from .preflight import (
     CONFIG_HEADER,
@@ -138,10 +144,19 @@ def _check_growth(modules: dict[str, nn.Module], init: dict[str, Tensor], growth
         )
 
 
-def _all_finite(modules: dict[str, nn.Module]) -> bool:
-    # one device-to-host read per step, not one per parameter (each is a sync on a GPU)
+def _all_finite(modules: dict[str, nn.Module]) -> Tensor:
+    """Whether every parameter is finite, as a 0-d bool tensor on the device (no host read)."""
     flags = [torch.isfinite(p).all() for mod in modules.values() for p in mod.parameters()]
-    return bool(torch.stack(flags).all()) if flags else True
+    return torch.stack(flags).all() if flags else torch.tensor(True)
+
+
+def _numbers(stats: dict[str, Any]) -> dict[str, Any]:
+    """A log line's numbers: the rule's 0-d tensors read from the device in one go."""
+    keys = [k for k, v in stats.items() if isinstance(v, Tensor)]
+    if not keys:
+        return stats
+    values = torch.stack([stats[k].detach().float().reshape(()).cpu() for k in keys]).tolist()
+    return {**stats, **dict(zip(keys, values))}
 
 
 def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> dict[str, Any]:
@@ -223,8 +238,10 @@ def _train(
     rng = torch.Generator(device=device).manual_seed(rank_seed(0))  # the learners' random draws
 
     # the training loss summed since the last log line: saved too, so that a resumed run's next
-    # line averages the same steps as an uninterrupted run's
-    loss_sum, loss_n = 0.0, 0
+    # line averages the same steps as an uninterrupted run's. It stays on the device (a tensor
+    # after the first step) and is read once per log line.
+    loss_sum: float | Tensor = 0.0
+    loss_n = 0
 
     def restore(ck: dict[str, Any]) -> int:
         """Load modules, optimizers (learning rates included), this rank's random stream and loss
@@ -294,7 +311,7 @@ def _train(
         # a collective: every rank calls save()
         nonlocal saved_at
         saved_at = step  # on every rank, so that all of them skip or take the same saves
-        gathered: list[Any] = ranks.gather_objects((rng.get_state(), loss_sum, loss_n))
+        gathered: list[Any] = ranks.gather_objects((rng.get_state(), float(loss_sum), loss_n))
         if not ranks.is_main:
             return
         log.flush()  # the TensorBoard events are at least as far along as the checkpoint
@@ -365,8 +382,12 @@ def _train(
                 group["lr"] = lr * cfg.rollback_lr_factor
         log.truncate(at)
         log.write({"step": at, "rollback": rollbacks, "diverged_at": failed_step, **lrs(), "reason": reason})
+        watch.clear()  # the failed steps are undone
         return at
 
+    # The finiteness checks of a step stay on the device; they are read where the loop next logs
+    # or saves (one host read per logging interval), and name the step that failed.
+    watch: DivergenceWatch = getattr(parts, "watch", None) or DivergenceWatch()
     t0 = time.time() - elapsed  # the run's clock, across resumes
     last_eval: dict[str, Any] = {}
     if resume:  # the evaluation already logged at the checkpoint's step, if any
@@ -387,6 +408,7 @@ def _train(
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             x_pos, y_pos = ranks.local_slice(x_train[idx]), ranks.local_slice(y_train[idx])
             failed_step = step + 1
+            watch.at_step(failed_step)
             if cfg.input_dropout > 0 or cfg.head_dropout > 0:
                 # torch's own generator feeds the energy's dropout: seeded per step and rank, so a
                 # resumed run draws the same masks
@@ -397,8 +419,7 @@ def _train(
                     for opt in parts.optimizers.values():
                         scaled.enter_context(lr_scaled(opt, decay))
                     loss, stats = parts.step(x_pos, rng, y_pos)
-                if not _all_finite(parts.modules):
-                    raise DivergenceError("non-finite parameters after the update")
+                watch.check(_all_finite(parts.modules), "non-finite parameters after the update")
                 after = step + 1
                 if (
                     after % cfg.log_every == 0
@@ -406,8 +427,10 @@ def _train(
                     or (cfg.checkpoint_every and after % cfg.checkpoint_every == 0)
                     or after == total_steps
                 ):  # before anything is logged or saved: a finite blow-up is caught too
+                    watch.raise_if_failed(ranks)
                     _check_growth(parts.modules, init_norms, cfg.diverge_growth)
             except DivergenceError as e:
+                failed_step = getattr(e, "step", failed_step)  # a watched failure names its own step
                 if cfg.on_divergence != "rollback" or rollbacks >= cfg.max_rollbacks:
                     raise
                 rollbacks += 1
@@ -418,12 +441,13 @@ def _train(
                 bar.refresh()
                 continue
             step += 1
-            loss_sum += float(loss.detach())
+            loss_sum = loss_sum + loss.detach()
             loss_n += 1
             bar.update(1)
             if step % cfg.log_every == 0:
-                log.write({"step": step, "loss": ranks.mean(loss_sum / loss_n), **stats})
-                bar.set_postfix(loss=f"{loss_sum / loss_n:.4g}")
+                mean_loss = float(loss_sum) / loss_n
+                log.write({"step": step, "loss": ranks.mean(mean_loss), **_numbers(stats)})
+                bar.set_postfix(loss=f"{mean_loss:.4g}")
                 loss_sum, loss_n = 0.0, 0
             end_of_epoch = step % steps_per_epoch == 0
             if end_of_epoch and cfg.eval_every and (step // steps_per_epoch) % cfg.eval_every == 0:

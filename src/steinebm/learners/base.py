@@ -7,13 +7,18 @@ from torch import Tensor, nn
 
 from ..distributed import SINGLE, Ranks
 
+# A number for the log: a Python float, or a 0-d tensor that stays on its device until the loop
+# writes a log line (reading it at every step would stall a GPU step on the host).
+Stat = float | Tensor
+
 
 class Learner:
     """One step of a learning rule = one surrogate loss on one data batch.
 
     ``loss(energy, x_pos, generator)`` returns ``(loss, stats)``: ``loss`` is a scalar whose
     gradient in the energy's parameters is minus the update of the paper (averaged over the
-    batch), and ``stats`` a dict of floats for the log. Random draws use ``generator``.
+    batch), and ``stats`` a dict of numbers for the log (floats, or 0-d tensors read only when
+    the loop writes a log line). Random draws use ``generator``.
 
     ``ranks`` says which processes train together (:class:`~steinebm.learners.rules.EnergyRule`
     sets it): a rule built on SVGD's phi computes it over all of their particles.
@@ -24,7 +29,7 @@ class Learner:
 
     def loss(
         self, energy: nn.Module, x_pos: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, dict[str, float]]:
+    ) -> tuple[Tensor, dict[str, Stat]]:
         raise NotImplementedError
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ..samplers import langevin
-from .base import Learner, stacked_batch, stacked_contrastive_loss
+from .base import Learner, Stat, stacked_batch, stacked_contrastive_loss
 
 
 class CD(Learner):
@@ -24,8 +24,8 @@ class CD(Learner):
 
     def loss(
         self, energy: nn.Module, x_pos: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, dict[str, float]]:
+    ) -> tuple[Tensor, dict[str, Stat]]:
         both, x_neg = stacked_batch(x_pos)  # the negatives are written straight into the scored batch
         langevin(energy, x_pos, self.k, self.step_size, self.noise_scale, generator, out=x_neg)
         loss, f_pos, f_neg = stacked_contrastive_loss(energy, both, x_pos.shape[0])
-        return loss, {"f_pos": float(f_pos.detach().mean()), "f_neg": float(f_neg.detach().mean())}
+        return loss, {"f_pos": f_pos.detach().mean(), "f_neg": f_neg.detach().mean()}

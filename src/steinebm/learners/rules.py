@@ -27,12 +27,14 @@ from torch import Tensor, nn
 
 from ..distributed import SINGLE, Ranks
 from ..errors import DivergenceError, UserError
-from .base import Learner
+from .base import Learner, Stat
 from .steingan import AlternatingSchedule, AmortizedSVGD, DCGANLoss, SteinGAN
 
 __all__ = [
     "Rule",
     "StepOut",
+    "Stat",
+    "DivergenceWatch",
     "EnergyRule",
     "GeneratedBatch",
     "SteinGANRule",
@@ -43,13 +45,89 @@ __all__ = [
     "lr_scaled",
 ]
 
-StepOut = tuple[Tensor, dict[str, float]]  # (the step's loss, floats for the log)
+StepOut = tuple[Tensor, dict[str, Stat]]  # (the step's loss, numbers for the log)
 
 
-def apply_update(loss: Tensor, opt: torch.optim.Optimizer, what: str, ranks: Ranks = SINGLE) -> None:
-    """One optimizer step on one surrogate loss, its gradient averaged over ranks; a non-finite
-    loss on any rank stops the run on every rank."""
-    if not ranks.all_true(torch.isfinite(loss)):
+class DivergenceWatch:
+    """Finiteness checks that stay on the device.
+
+    ``check(ok, reason, value)`` records, without reading the device, the first failed check
+    since the watch was last cleared: the step it came at (set by :meth:`at_step`), its reason
+    and the offending value. :meth:`raise_if_failed` reads that record once (one host read, one
+    collective on several processes) and raises the :class:`~steinebm.errors.DivergenceError`
+    of the first failure. The training loop calls it only where it logs or saves, so a step
+    makes no host read for its checks, and nothing is logged or saved after a failed step.
+
+    >>> import torch
+    >>> watch = DivergenceWatch()
+    >>> for step, loss in enumerate([1.0, float("nan"), 2.0], start=1):
+    ...     watch.at_step(step)
+    ...     watch.check(torch.isfinite(torch.tensor(loss)), "non-finite energy loss", torch.tensor(loss))
+    >>> watch.raise_if_failed()
+    Traceback (most recent call last):
+    ...
+    steinebm.errors.DivergenceError: non-finite energy loss (nan on rank 0)
+    """
+
+    def __init__(self) -> None:
+        self.step = 0
+        self._reasons: list[str] = []
+        self._record: Tensor | None = None  # (step, reason number, value); reason 0: none failed
+
+    def at_step(self, step: int) -> None:
+        """The step the next checks belong to."""
+        self.step = step
+
+    def check(self, ok: Tensor, reason: str, value: Tensor | None = None) -> None:
+        """Record ``reason`` (and ``value``) at this step if ``ok`` (a 0-d bool tensor) is False
+        and nothing failed before."""
+        if reason not in self._reasons:
+            self._reasons.append(reason)
+        code = float(self._reasons.index(reason) + 1)
+        v = value.detach().reshape(()).float() if value is not None else torch.zeros((), device=ok.device)
+        new = torch.stack([torch.full_like(v, float(self.step)), torch.full_like(v, code), v])
+        if self._record is None:
+            self._record = torch.zeros(3, device=ok.device)
+        take = ~ok.reshape(()) & (self._record[1] == 0)
+        self._record = torch.where(take, new, self._record)
+
+    def clear(self) -> None:
+        """Forget what was recorded (after a rollback, the failed steps are undone)."""
+        self._record = None
+
+    def first_failure(self, ranks: Ranks = SINGLE) -> tuple[int, str] | None:
+        """(step, message) of the earliest failure on any rank, else None: one host read."""
+        rec = self._record if self._record is not None else torch.zeros(3)
+        rows = ranks.gather_rows(rec.reshape(1, 3)) if ranks.active else rec.reshape(1, 3)
+        failed = [(int(s), r, int(c), v) for r, (s, c, v) in enumerate(rows.tolist()) if c > 0]
+        if not failed:
+            return None
+        step, rank, code, value = min(failed)
+        reason = self._reasons[code - 1]
+        return step, reason if reason.startswith("non-finite parameters") else f"{reason} ({value} on rank {rank})"
+
+    def raise_if_failed(self, ranks: Ranks = SINGLE) -> None:
+        """Raise the first recorded failure (its ``step`` attribute says when), else nothing."""
+        found = self.first_failure(ranks)
+        if found is not None:
+            err = DivergenceError(found[1])
+            err.step = found[0]  # type: ignore[attr-defined]
+            raise err
+
+
+def apply_update(
+    loss: Tensor,
+    opt: torch.optim.Optimizer,
+    what: str,
+    ranks: Ranks = SINGLE,
+    watch: DivergenceWatch | None = None,
+) -> None:
+    """One optimizer step on one surrogate loss, its gradient averaged over ranks. A non-finite
+    loss is recorded in ``watch`` (raised where the loop next logs or saves); without a watch it
+    stops the run on every rank at once (one host read)."""
+    if watch is not None:
+        watch.check(torch.isfinite(loss), f"non-finite {what} loss", loss)
+    elif not ranks.all_true(torch.isfinite(loss)):
         raise DivergenceError(f"non-finite {what} loss ({float(loss.detach())} on rank {ranks.rank})")
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -78,7 +156,9 @@ class Rule:
     """A learning rule: the named parts it trains, their optimizers, and one update per batch.
 
     ``step(x_pos, rng, y_pos)`` takes the real batch (m, ...), the rule's random stream and the
-    batch's labels (m,) or None, updates the parts once and returns ``(loss, stats)``.
+    batch's labels (m,) or None, updates the parts once and returns ``(loss, stats)``. Its
+    updates go through :func:`apply_update` with the rule's ``watch``, which keeps the finiteness
+    checks on the device until the loop reads them.
     """
 
     def __init__(
@@ -88,6 +168,7 @@ class Rule:
         frozen: set[str] | None = None,
     ) -> None:
         self.modules, self.optimizers, self.frozen = modules, optimizers, set(frozen or ())
+        self.watch = DivergenceWatch()
 
     def step(self, x_pos: Tensor, rng: torch.Generator, y_pos: Tensor | None = None) -> StepOut:
         raise NotImplementedError
@@ -103,7 +184,7 @@ class EnergyRule(Rule):
 
     def step(self, x_pos: Tensor, rng: torch.Generator, y_pos: Tensor | None = None) -> StepOut:
         loss, stats = self.learner.loss(self.model, x_pos, rng)
-        apply_update(loss, self.opt, "energy", self.ranks)
+        apply_update(loss, self.opt, "energy", self.ranks, self.watch)
         return loss, stats
 
 
@@ -165,13 +246,13 @@ class SteinGANRule(Rule):
     def step(self, x_pos: Tensor, rng: torch.Generator, y_pos: Tensor | None = None) -> StepOut:
         x_gen, y_gen = self.draw(rng, y_pos)  # Algorithm 2, step 2
         g_loss, gstats = self.sg.generator_loss(labelled(self.model, y_gen), x_gen)  # step 3
-        apply_update(g_loss, self.opt_g, "generator", self.ranks)
+        apply_update(g_loss, self.opt_g, "generator", self.ranks, self.watch)
         steincd = self.ranks.agree(self.sg.use_steincd(rng))  # every rank takes rank 0's coin
         # step 4; the joint energy sees each image with its own label
         energy_pos = labelled(self.model, None if y_gen is None else _need_labels(y_pos))
         e_loss, stats = self.sg.energy_loss(energy_pos, x_pos, x_gen, steincd, labelled(self.model, y_gen))
-        apply_update(e_loss, self.opt_cd if steincd else self.opt, "energy", self.ranks)
-        return e_loss, {**stats, **gstats, "g_loss": float(g_loss.detach())}
+        apply_update(e_loss, self.opt_cd if steincd else self.opt, "energy", self.ranks, self.watch)
+        return e_loss, {**stats, **gstats, "g_loss": g_loss.detach()}
 
 
 class AlternatingSteinGANRule(Rule):
@@ -203,14 +284,14 @@ class AlternatingSteinGANRule(Rule):
         x_gen, y_gen = self.draw(rng, y_pos)  # one batch of samples, for whichever step this is
         if self.schedule.generator_turn():
             loss, stats = self.sg.generator_loss(labelled(self.model, y_gen), x_gen)
-            apply_update(loss, self.opt_g, "generator", self.ranks)
-            stats["g_loss"] = float(loss.detach())
+            apply_update(loss, self.opt_g, "generator", self.ranks, self.watch)
+            stats["g_loss"] = loss.detach()
         else:
             energy_pos = labelled(self.model, None if y_gen is None else _need_labels(y_pos))
             gamma = self.schedule.gamma_now()
             loss, stats = self.sg.energy_loss(energy_pos, x_pos, x_gen, False, labelled(self.model, y_gen), gamma)
             with lr_scaled(self.opt, self.schedule.energy_lr_factor()):
-                apply_update(loss, self.opt, "energy", self.ranks)
+                apply_update(loss, self.opt, "energy", self.ranks, self.watch)
         cost: Any = self.model.reconstruction_error
         with torch.no_grad():  # the next step's rules, from this step's batches (input dropout on)
             costs = torch.stack([cost(x_pos).mean(), cost(x_gen.detach()).mean()])
@@ -237,7 +318,7 @@ class AmortizedSVGDRule(Rule):
     def step(self, x_pos: Tensor, rng: torch.Generator, y_pos: Tensor | None = None) -> StepOut:
         x_gen, y_gen = self.draw(rng, y_pos)
         g_loss, stats = self.amortized.loss(labelled(self.model, y_gen), x_gen)
-        apply_update(g_loss, self.opt_g, "generator", self.ranks)
+        apply_update(g_loss, self.opt_g, "generator", self.ranks, self.watch)
         return g_loss, stats
 
 
@@ -264,7 +345,7 @@ class DCGANRule(Rule):
         else:  # the conditional baseline: D sees each image with its label
             d_real, d_fake = D(x_pos, _need_labels(y_pos)), D(x_gen.detach(), y_gen)
         d_loss = DCGANLoss.discriminator_loss(d_real, d_fake)
-        apply_update(d_loss, self.opt_d, "discriminator", self.ranks)
+        apply_update(d_loss, self.opt_d, "discriminator", self.ranks, self.watch)
         g_loss = DCGANLoss.generator_loss(D(x_gen) if y_gen is None else D(x_gen, y_gen))
-        apply_update(g_loss, self.opt_g, "generator", self.ranks)
-        return d_loss, {"g_loss": float(g_loss.detach())}
+        apply_update(g_loss, self.opt_g, "generator", self.ranks, self.watch)
+        return d_loss, {"g_loss": g_loss.detach()}

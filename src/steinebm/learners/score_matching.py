@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from ..energies.base import score
 from ..kernels import RBF, Kernel
 from ..svgd import Normalize, svgd_direction
-from .base import Learner
+from .base import Learner, Stat
 
 
 class SteinScoreMatching(Learner):
@@ -26,12 +26,12 @@ class SteinScoreMatching(Learner):
 
     def loss(
         self, energy: nn.Module, x_pos: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, dict[str, float]]:
+    ) -> tuple[Tensor, dict[str, Stat]]:
         s = score(energy, x_pos, create_graph=True)  # m ..., differentiable in theta
         phi = svgd_direction(x_pos, s.detach(), self.kernel, self.normalize, self.ranks)
         m = x_pos.shape[0]
         loss = (s * phi).sum() / m
-        return loss, {"stein_objective": float(loss.detach())}
+        return loss, {"stein_objective": loss.detach()}
 
 
 class HyvarinenScoreMatching(Learner):
@@ -50,7 +50,7 @@ class HyvarinenScoreMatching(Learner):
 
     def loss(
         self, energy: nn.Module, x_pos: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, dict[str, float]]:
+    ) -> tuple[Tensor, dict[str, Stat]]:
         m = x_pos.shape[0]
         x = x_pos.detach().reshape(m, -1).requires_grad_(True)
         shape = x_pos.shape
@@ -67,4 +67,4 @@ class HyvarinenScoreMatching(Learner):
                 tr = tr + (hv * v).sum(1)
             tr = tr / self.n_probes
         obj = (0.5 * (s * s).sum(1) + tr).mean()
-        return obj, {"fisher_objective": float(obj.detach())}
+        return obj, {"fisher_objective": obj.detach()}

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from ..energies.base import score
 from ..kernels import RBF, Kernel
 from ..svgd import Normalize, svgd_direction
-from .base import Learner, contrastive_loss, stacked_batch, stacked_contrastive_loss
+from .base import Learner, Stat, contrastive_loss, stacked_batch, stacked_contrastive_loss
 
 
 class SteinCD(Learner):
@@ -32,12 +32,12 @@ class SteinCD(Learner):
 
     def loss(
         self, energy: nn.Module, x_pos: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, dict[str, float]]:
+    ) -> tuple[Tensor, dict[str, Stat]]:
         phi = self.phi(energy, x_pos)
         both, x_neg = stacked_batch(x_pos)  # x- = x+ + eps phi, written straight into the scored batch
         torch.add(x_pos.detach(), phi, alpha=self.epsilon, out=x_neg)
         loss, f_pos, f_neg = stacked_contrastive_loss(energy, both, x_pos.shape[0])
-        return loss, {"f_pos": float(f_pos.detach().mean()), "f_neg": float(f_neg.detach().mean())}
+        return loss, {"f_pos": f_pos.detach().mean(), "f_neg": f_neg.detach().mean()}
 
 
 class SymmetricSteinCD(SteinCD):
@@ -50,8 +50,8 @@ class SymmetricSteinCD(SteinCD):
 
     def loss(
         self, energy: nn.Module, x_pos: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, dict[str, float]]:
+    ) -> tuple[Tensor, dict[str, Stat]]:
         phi = self.phi(energy, x_pos)
         step = self.epsilon * phi
         loss, f_pos, f_neg = contrastive_loss(energy, x_pos - step, x_pos + step)
-        return loss, {"f_pos": float(f_pos.detach().mean()), "f_neg": float(f_neg.detach().mean())}
+        return loss, {"f_pos": f_pos.detach().mean(), "f_neg": f_neg.detach().mean()}

@@ -11,6 +11,7 @@ from ..distributed import SINGLE, Ranks
 from ..energies.base import score
 from ..kernels import RBF, Kernel
 from ..svgd import Normalize, amortized_svgd_loss, svgd_direction
+from .base import Stat
 from .steincd import SteinCD
 
 __all__ = ["AmortizedSVGD", "SteinGAN", "DCGANLoss", "AlternatingSchedule"]
@@ -39,13 +40,13 @@ class AmortizedSVGD:
         self.reduction = reduction  # "sum": the authors' code's generator loss (no 1/m)
         self.ranks = ranks
 
-    def loss(self, energy: nn.Module, x_gen: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, energy: nn.Module, x_gen: Tensor) -> tuple[Tensor, dict[str, Stat]]:
         x = x_gen.detach()
         phi = svgd_direction(x, score(energy, x), self.kernel, self.normalize, self.ranks)
         loss = amortized_svgd_loss(x_gen, phi, self.reduction)
         if self.reduction == "sum" and self.ranks.active:  # the mean over ranks undoes the sum
             loss = loss * self.ranks.world
-        return loss, {"phi_norm": float(phi.flatten(1).norm(dim=1).mean())}
+        return loss, {"phi_norm": phi.flatten(1).norm(dim=1).mean()}
 
 
 class SteinGAN:
@@ -99,7 +100,7 @@ class SteinGAN:
         self.steincd.ranks = self.ranks = ranks
         self.normalize: Normalize = normalize
 
-    def generator_loss(self, energy: nn.Module, x_gen: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def generator_loss(self, energy: nn.Module, x_gen: Tensor) -> tuple[Tensor, dict[str, Stat]]:
         return self.generator_update.loss(energy, x_gen)
 
     def use_steincd(self, generator: torch.Generator | None = None) -> bool:
@@ -119,7 +120,7 @@ class SteinGAN:
         steincd: bool,
         energy_gen: nn.Module | None = None,
         gamma: float | None = None,
-    ) -> tuple[Tensor, dict[str, float]]:
+    ) -> tuple[Tensor, dict[str, Stat]]:
         """Surrogate whose theta-gradient is minus the energy update above; ``gamma``, where
         given, is the discount of this step (set by an :class:`AlternatingSchedule`) instead of
         the adaptive rule's.
@@ -150,8 +151,8 @@ class SteinGAN:
                     gamma = self.gamma_adaptive
         loss = (1.0 - gamma) * f_neg - f_pos
         stats = {
-            "f_pos": float(f_pos.detach()),
-            "f_neg": float(f_neg.detach()),
+            "f_pos": f_pos.detach(),
+            "f_neg": f_neg.detach(),
             "gamma": gamma,
             "steincd": float(steincd),
         }
