@@ -2,6 +2,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from steinebm.config import Config, load_config
 from steinebm.errors import ConfigError
@@ -278,3 +279,104 @@ def test_presets_ship_inside_the_package_and_load_by_name_from_any_folder(tmp_pa
         assert preset_path(f"{name}.yaml") == PRESETS / f"{name}.yaml"
     with pytest.raises(ConfigError, match="no config file or preset 'fig9'.*fig1a-steincd"):
         load_config("fig9")
+
+
+# --- the settings each rule reads ------------------------------------------------------------------
+
+# a valid value other than the default for every key a rule might leave unread
+OTHER_VALUE = dict(
+    image_size=32, max_images=5, model="autoencoder", n_hidden=7, code_dim=8, margin=0.5, conditional=True,
+    width=8, gen_width=8, disc_width=8, cd_k=3, langevin_step=0.05, langevin_noise=0.5, epsilon=0.2,
+    kernel="imq", bandwidth=1.5, median_over="all", log_term="m+1", median_of="squared", normalize="kernel_sum",
+    sm_probes=3, noise_dim=7, gen_lr=1e-2, gen_beta1=0.9, gen_weight_decay=0.1, gen_loss="sum", gen_bias=False,
+    gen_batchnorm="plain", gen_bn_stats="batch", gen_bn_eps=1e-3, gen_kernel="constant", feature_repulsion="none",
+    feature_bandwidth="authors-mnist", feature_codes="batch", gamma=0.5, gamma_adaptive=0.8,
+    gamma_raise_when="real_energy_lower", input_dropout=0.3, head_dropout=0.3, schedule="alternate",
+    skip_margin=0.1, energy_lr_boost=3.0, gen_labels="batch", alpha=0.5, steincd_optimizer="own",
+    energy_from="another/run", eval_samples=20,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def energy_run(tmp_path_factory):
+    """A trained RBM for amortized SVGD to sample."""
+    from steinebm.train import train
+
+    out = tmp_path_factory.mktemp("energy") / "run"
+    cfg = Config(
+        dataset="mnist-embedded", n_train=40, batch_size=10, n_hidden=3, max_steps=1, progress=False, out_dir=str(out)
+    )
+    train(cfg.validate())
+    return str(out)
+
+
+def _after_one_step(cfg: Config, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    from steinebm.build import build_parts
+
+    parts = build_parts(cfg, x.shape[1], torch.device("cpu"), image_shape=(1, 28, 28))
+    torch.manual_seed(5)  # the energy's dropout
+    parts.step(x, torch.Generator().manual_seed(3), y)
+    return [t.detach().clone() for mod in parts.modules.values() for t in mod.state_dict().values()]
+
+
+@pytest.mark.parametrize(
+    "method, keys",
+    [
+        ("cd", {}),
+        ("steincd", {}),
+        ("symmetric-steincd", {}),
+        ("stein-score-matching", {}),
+        ("score-matching", {}),
+        ("steingan", {}),
+        ("steingan", {"alpha": 0.5, "gamma_adaptive": 0.5}),
+        ("steingan", {"model": "joint", "gen_kernel": "feature", "code_dim": 16, "width": 8}),
+        ("steingan", {"model": "joint", "schedule": "alternate", "code_dim": 16, "width": 8, "gen_labels": "batch"}),
+        ("amortized-svgd", {}),
+        ("dcgan", {}),
+    ],
+)
+def test_a_key_a_rule_does_not_read_changes_nothing_it_trains(method, keys, energy_run):
+    """For each key the rule is said not to read, the key is set to another valid value: one step
+    from the same seeds must leave every parameter and buffer bit-identical. (A combination the
+    config refuses is skipped: it cannot be set by mistake.)"""
+    from steinebm.config import settings_used, unused_settings
+    from steinebm.data import load_dataset
+
+    data = load_dataset("mnist-embedded")
+    x, y = data.train.x[:10], data.train.y[:10]
+    base = dict(method=method, dataset="mnist-embedded", batch_size=10, n_hidden=3, noise_dim=8, **keys)
+    if method == "amortized-svgd":
+        base["energy_from"] = energy_run
+    cfg = Config(**base).validate()
+    reference = _after_one_step(cfg, x, y)
+    unread = [k for k in OTHER_VALUE if k not in settings_used(cfg) and k not in base]
+    assert unread, method
+    tried = 0
+    for key in unread:
+        try:
+            other = Config(**{**base, key: OTHER_VALUE[key]}).validate()
+        except ConfigError:
+            continue
+        assert set(unused_settings(other)) - set(unused_settings(cfg)) == {key}
+        after = _after_one_step(other, x, y)
+        assert all(torch.equal(a, b) for a, b in zip(after, reference)), f"{method} reads {key}"
+        tried += 1
+    assert tried >= len(unread) // 2, (method, tried, unread)
+    # and a key the rule does read does change the step (so the comparison can tell)
+    read = {"cd": "cd_k", "score-matching": "sm_probes", "dcgan": "gen_lr"}.get(method, "gen_lr")
+    if method in ("steincd", "symmetric-steincd", "stein-score-matching"):
+        read = "bandwidth"
+    changed = _after_one_step(Config(**{**base, read: OTHER_VALUE[read]}).validate(), x, y)
+    assert not all(torch.equal(a, b) for a, b in zip(changed, reference)), f"{method}: {read}"
+
+
+def test_only_the_keys_a_run_reads_are_saved_and_compared(tmp_path):
+    from steinebm.config import used_dict
+    from steinebm.preflight import config_diff
+
+    cfg = Config(method="cd", epsilon=0.5, out_dir=str(tmp_path)).validate()
+    saved = used_dict(cfg)
+    assert "cd_k" in saved and "epsilon" not in saved and "gen_lr" not in saved
+    # a resume's comparison ignores a key neither run reads, and sees one that both read
+    assert config_diff({**cfg.to_dict(), "epsilon": 0.01}, cfg) == []
+    assert config_diff({**cfg.to_dict(), "cd_k": 5}, cfg) == ["cd_k"]

@@ -133,7 +133,8 @@ def _curves_size(run: Path) -> tuple[int, int]:
 def _differing(*runs: Path) -> list[str]:
     cfgs = [yaml.safe_load((r / "config.yaml").read_text()) for r in runs]
     keys = list(dict.fromkeys(k for c in cfgs for k in c))
-    return [k for k in keys if k != "out_dir" and len({json.dumps(c.get(k)) for c in cfgs}) > 1]
+    # a key one run's config.yaml lacks (its method does not read it) differs from any value
+    return [k for k in keys if k != "out_dir" and len({json.dumps(c[k]) if k in c else "—" for c in cfgs}) > 1]
 
 
 def _assert_self_contained(page: _Page) -> None:

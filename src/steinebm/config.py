@@ -30,6 +30,9 @@ __all__ = [
     "preset_path",
     "load_config",
     "apply_overrides",
+    "settings_used",
+    "unused_settings",
+    "used_dict",
 ]
 
 PRESETS = Path(__file__).resolve().parent / "configs"  # the paper's presets, shipped with the package
@@ -305,6 +308,65 @@ class Config:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+# The keys the engine reads whatever the rule: the data, the loop, checkpoints and logs, the
+# energy's optimizer (every rule has an energy model or discriminator).
+ENGINE_SETTINGS = (
+    "method", "dataset", "data_dir", "data_fingerprint", "out_dir", "seed", "epochs", "batch_size",
+    "lr", "beta1", "beta2", "weight_decay", "lr_decay_from", "n_train", "eval_every", "checkpoint_every",
+    "log_every", "max_steps", "threads", "device", "flush_denormal", "adam_impl", "amp", "progress",
+    "on_divergence", "rollback_lr_factor", "max_rollbacks", "diverge_growth", "tensorboard", "extra",
+)  # fmt: skip
+# the datasets read through image_size and max_images
+RESIZED_DATASETS = ("celeba", "lsun", "image-folder")
+# the generator's keys (steinebm.build.build_generator and its Adam), for a rule that trains one
+GENERATOR_SETTINGS = (
+    "noise_dim", "gen_lr", "gen_beta1", "gen_weight_decay", "gen_bias", "gen_batchnorm", "gen_bn_stats",
+    "gen_bn_eps", "gen_width", "eval_samples",
+)  # fmt: skip
+
+
+def settings_used(cfg: Config) -> frozenset[str]:
+    """The config keys a run of ``cfg`` reads: the engine's, the data's, the energy model's (the
+    DCGAN discriminator's), the generator's where the rule trains one, and those the rule declares
+    (:func:`~steinebm.learners.registry.register_rule`; a rule that declares none reads them all).
+
+    >>> sorted(settings_used(Config(method="cd")) - set(ENGINE_SETTINGS))
+    ['cd_k', 'langevin_noise', 'langevin_step', 'model', 'n_hidden']
+    """
+    entry = registry.rule_entry(cfg.method)
+    if entry.settings is None:
+        return frozenset(_FIELDS)
+    keys = set(ENGINE_SETTINGS)
+    if cfg.dataset in RESIZED_DATASETS:
+        keys |= {"image_size", "max_images"}
+    if cfg.method == "dcgan":  # the discriminator (steinebm.build.build_model)
+        keys |= {"conditional", "disc_width"}
+    else:
+        keys.add("model")
+        keys |= {
+            "rbm": {"n_hidden"},
+            "autoencoder": {"code_dim", "width", "input_dropout"},
+            "joint": {"code_dim", "width", "input_dropout", "margin", "head_dropout"},
+        }[cfg.model]
+    if entry.trains_generator:
+        keys |= set(GENERATOR_SETTINGS)
+        if cfg.model == "joint" or cfg.conditional:  # a class-conditional generator
+            keys.add("gen_labels")
+    keys |= set(entry.settings(cfg))
+    return frozenset(keys)
+
+
+def unused_settings(cfg: Config) -> list[str]:
+    """The keys ``cfg`` sets away from their defaults that its run does not read."""
+    used, default = settings_used(cfg), Config()
+    return [k for k in _FIELDS if k not in used and getattr(cfg, k) != getattr(default, k)]
+
+
+def used_dict(cfg: Config) -> dict[str, Any]:
+    """:meth:`Config.to_dict` restricted to the keys the run reads (a run's config.yaml)."""
+    used = settings_used(cfg)
+    return {k: v for k, v in cfg.to_dict().items() if k in used}
 
 
 # what each declared field type accepts, as the error message says it

@@ -20,7 +20,7 @@ from .checkpoint import (
     PROBE_PREFIX,
     fsync_dir,
 )
-from .config import Config, from_dict
+from .config import Config, from_dict, settings_used
 from .distributed import Ranks
 from .errors import UserError
 from .learners.rules import Rule
@@ -198,12 +198,15 @@ def on_main(ranks: Ranks, check: Callable[[], None]) -> None:
 
 def config_diff(saved: dict[str, Any], cfg: Config) -> list[str]:
     """Keys (other than RESUMABLE_CHANGES) in which a saved config differs from ``cfg``; keys a
-    saved config predates count as their defaults."""
+    saved config predates count as their defaults. Only keys that either run reads count: a key
+    the method ignores does not make another run."""
     try:
-        old = from_dict(saved).to_dict()
+        old_cfg = from_dict(saved)
+        old = old_cfg.to_dict()
+        used = settings_used(cfg) | settings_used(old_cfg)
     except UserError:
         return ["(unreadable saved config)"]
-    return [k for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES and old.get(k) != v]
+    return [k for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES and k in used and old.get(k) != v]
 
 
 def resolve_device(name: str) -> torch.device:

@@ -497,18 +497,20 @@ def _md_text(text: str) -> str:
 
 
 def config_differences(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
-    """The config keys whose values are not the same in every run (a key a run's config lacks
-    counts as different), and each run's values of them. ``out_dir`` always differs and names
-    the run, so it is the row label rather than a column."""
+    """The config keys whose values are not the same in every run (a key a run's config lacks,
+    or its method does not read, counts as different and shows as "—"), and each run's values of
+    them. ``out_dir`` always differs and names the run, so it is the row label rather than a column."""
     with_cfg = [r for r in runs if r.config is not None]
+    used = {id(r): _used_keys(r.config or {}) for r in with_cfg}
     keys: dict[str, None] = {}
     for r in with_cfg:
         for k in r.config or {}:
-            keys.setdefault(k)
+            if k in used[id(r)]:
+                keys.setdefault(k)
 
     def val(r: Run, k: str) -> str:
         cfg = r.config or {}
-        if k not in cfg:
+        if k not in cfg or k not in used[id(r)]:
             return "—"
         v = cfg[k]
         return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
@@ -517,12 +519,23 @@ def config_differences(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]
     return differ, [[r.name, *(val(r, k) for k in differ)] for r in with_cfg]
 
 
+def _used_keys(config: dict[str, Any]) -> set[str]:
+    """The keys a saved config's run reads (all of its keys where that cannot be told: a config
+    of another version, or of a method registered by a plugin not loaded here)."""
+    from .config import from_dict, settings_used
+
+    try:
+        return set(settings_used(from_dict(config)))
+    except UserError:
+        return set(config)
+
+
 def _status(run: Run) -> list[tuple[str, str]]:
     """How far the run got: steps and epochs logged against what its config asks for."""
     cfg = run.config or {}
     rows: list[tuple[str, str]] = [
         ("method", str(cfg.get("method", "?"))),
-        ("model", str(cfg.get("model", "?"))),
+        ("model", str(cfg.get("model", "—"))),  # a DCGAN run has a discriminator, no energy model
         ("dataset", str(cfg.get("dataset", "?"))),
     ]
     if isinstance(cfg.get("data_fingerprint"), str):  # what the run was trained on; older runs record none

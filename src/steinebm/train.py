@@ -54,7 +54,7 @@ from .checkpoint import (
     remove_stale_temps,
     save_checkpoint,
 )
-from .config import Config
+from .config import Config, used_dict
 from .data import Dataset
 from .distributed import Ranks, from_env
 from .energies import GaussianBernoulliRBM
@@ -298,7 +298,8 @@ def _train(
         tensorboard=out / "tensorboard" if cfg.tensorboard else None,
     )
     if ranks.is_main:
-        config_text = (CONFIG_HEADER + yaml.safe_dump(cfg.to_dict(), sort_keys=False)).encode()
+        # only the keys this run reads (the checkpoint keeps them all)
+        config_text = (CONFIG_HEADER + yaml.safe_dump(used_dict(cfg), sort_keys=False)).encode()
         atomic_write(out / "config.yaml", lambda fh: fh.write(config_text))
 
     total_steps = steps_per_epoch * cfg.epochs

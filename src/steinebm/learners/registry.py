@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +43,16 @@ from .rules import (
 )
 from .steingan import AlternatingSchedule, AmortizedSVGD, SteinGAN
 
-__all__ = ["RuleContext", "RuleEntry", "register_rule", "rule_entry", "methods", "trains_generator", "load_plugins"]
+__all__ = [
+    "RuleContext",
+    "RuleEntry",
+    "register_rule",
+    "rule_entry",
+    "methods",
+    "trains_generator",
+    "load_plugins",
+    "kernel_settings",
+]
 
 PLUGINS_VARIABLE = "STEINEBM_PLUGINS"
 
@@ -72,22 +81,39 @@ class RuleContext:
         return GeneratedBatch(self.generator, self.m, self.cfg.gen_labels)
 
 
+# what a rule reads of the config, given the config (its keys may depend on other keys' values)
+Settings = Callable[[Any], Iterable[str]]
+
+
 @dataclass(frozen=True)
 class RuleEntry:
-    """A registered rule: how to build it, and whether it trains a generator."""
+    """A registered rule: how to build it, whether it trains a generator, and the config keys
+    it reads (``settings(cfg)``; None: not declared, so every key counts as read)."""
 
     build: Callable[[RuleContext], Rule]
     trains_generator: bool
+    settings: Settings | None = None
 
 
 _RULES: dict[str, RuleEntry] = {}
 
 
-def register_rule(name: str, build: Callable[[RuleContext], Rule], trains_generator: bool = False) -> None:
-    """Make ``method=name`` build ``build(ctx)``; ``trains_generator``: the run has a generator."""
+def register_rule(
+    name: str,
+    build: Callable[[RuleContext], Rule],
+    trains_generator: bool = False,
+    settings: Settings | Iterable[str] | None = None,
+) -> None:
+    """Make ``method=name`` build ``build(ctx)``; ``trains_generator``: the run has a generator;
+    ``settings``: the config keys the rule reads beyond the engine's own (the data, the loop,
+    the energy model, the generator), as keys or a function of the config. A key the rule does
+    not read is then left out of the run's config.yaml and report, and setting it is flagged."""
     if not isinstance(name, str) or not name or any(c.isspace() for c in name):
         raise ValueError(f"a rule's name is a non-empty word, got {name!r}")
-    _RULES[name] = RuleEntry(build, trains_generator)
+    if settings is not None and not callable(settings):
+        keys = tuple(settings)
+        settings = lambda cfg: keys  # noqa: E731
+    _RULES[name] = RuleEntry(build, trains_generator, settings)
 
 
 def rule_entry(name: str) -> RuleEntry:
@@ -185,8 +211,49 @@ def _dcgan(ctx: RuleContext) -> Rule:
     return DCGANRule(ctx.model, G, ctx.adam(ctx.model), ctx.adam(G, gen=True), ctx.draw(), ctx.ranks)
 
 
-for _name in ("cd", "steincd", "symmetric-steincd", "stein-score-matching", "score-matching"):
-    register_rule(_name, _energy_only)
-register_rule("steingan", _steingan, trains_generator=True)
-register_rule("amortized-svgd", _amortized_svgd, trains_generator=True)
-register_rule("dcgan", _dcgan, trains_generator=True)
+# --- the settings each reads -----------------------------------------------------------------------
+
+
+def kernel_settings(name: str) -> tuple[str, ...]:
+    """The config keys the kernel called ``name`` in a config reads (:func:`steinebm.build.build_kernel`)."""
+    return {
+        "rbf": ("bandwidth", "median_over", "log_term", "median_of"),
+        "imq": ("bandwidth",),
+        "feature": ("feature_repulsion", "feature_bandwidth", "feature_codes"),
+    }.get(name, ())
+
+
+def _svgd_settings(cfg: Any) -> tuple[str, ...]:
+    return ("kernel", "normalize", *kernel_settings(cfg.kernel))
+
+
+def _steingan_settings(cfg: Any) -> list[str]:
+    keys = ["gen_kernel", *kernel_settings(cfg.gen_kernel), "normalize", "gen_loss", "gamma", "gamma_adaptive"]
+    keys += ["alpha", "schedule"]
+    if cfg.schedule == "alternate":  # the schedule, not the adaptive rule, raises gamma
+        keys += ["skip_margin", "energy_lr_boost"]
+    elif cfg.gamma_adaptive is not None:
+        keys.append("gamma_raise_when")
+    if cfg.alpha > 0:  # SteinCD-GAN: SteinCD's steps
+        keys += ["epsilon", "kernel", *kernel_settings(cfg.kernel)]
+        if cfg.alpha < 1:
+            keys.append("steincd_optimizer")
+    return keys
+
+
+for _name, _settings in (
+    ("cd", ("cd_k", "langevin_step", "langevin_noise")),
+    ("steincd", lambda cfg: ("epsilon", *_svgd_settings(cfg))),
+    ("symmetric-steincd", lambda cfg: ("epsilon", *_svgd_settings(cfg))),
+    ("stein-score-matching", _svgd_settings),
+    ("score-matching", ("sm_probes",)),
+):
+    register_rule(_name, _energy_only, settings=_settings)
+register_rule("steingan", _steingan, trains_generator=True, settings=_steingan_settings)
+register_rule(
+    "amortized-svgd",
+    _amortized_svgd,
+    trains_generator=True,
+    settings=lambda cfg: ("energy_from", "gen_kernel", *kernel_settings(cfg.gen_kernel), "normalize", "gen_loss"),
+)
+register_rule("dcgan", _dcgan, trains_generator=True, settings=())
