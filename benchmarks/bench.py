@@ -43,11 +43,11 @@ from torch.profiler import ProfilerActivity, profile
 import steinebm
 import steinebm.data
 from steinebm import RBF, GaussianBernoulliRBM, svgd_direction
-from steinebm.energies.base import score as energy_score
+from steinebm.core.kernels import _middle_pair, median_bandwidth, pairwise_sq_dists
+from steinebm.core.samplers import langevin
+from steinebm.core.score import score as energy_score
 from steinebm.errors import DataError
-from steinebm.kernels import _middle_pair, median_bandwidth, pairwise_sq_dists
 from steinebm.learners.base import contrastive_loss
-from steinebm.samplers import langevin
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BATCH = 100
@@ -242,7 +242,7 @@ def bench_large_m(m: int, d: int) -> tuple[float, float]:
 
 def bench_ais(rounds: int) -> dict[str, float]:
     """AIS log Z of the MNIST-shaped RBM (l = 20, so the exact value is at hand): time and error."""
-    from steinebm.ais import ais_log_partition
+    from steinebm.evaluation.ais import ais_log_partition
 
     rbm = GaussianBernoulliRBM(784, 20, generator=torch.Generator().manual_seed(0))
     exact = float(rbm.log_partition())
@@ -417,8 +417,8 @@ def profile_steps(x_train: torch.Tensor, n_steps: int, top: int = 8) -> dict[str
 def bench_gan_iterations(x_train: torch.Tensor, rounds: int, inner: int) -> dict[str, float]:
     """Seconds per iteration of SteinGAN (RBM energy + MNIST generator) and of DCGAN (the same
     generator + its discriminator), each exactly the step the training loop runs."""
-    from steinebm.config import Config
-    from steinebm.train import build_parts
+    from steinebm.engine.config import Config
+    from steinebm.engine.train import build_parts
 
     idx = batch_indices(x_train.shape[0], 64)
     batches = [x_train[idx[k]] for k in range(idx.shape[0])]
@@ -443,8 +443,8 @@ def bench_gan_same_nets(rounds: int) -> dict[str, float]:
     discriminator), on the same conditional generator at Table 1's widths (the fig2 presets),
     batch 100 of 32 x 32 images: the comparison Section 5.2's speed claim is about. The images
     are uniform noise with labels 0-9 in turn: the cost of a step does not depend on the pixels."""
-    from steinebm.build import build_parts
-    from steinebm.reproduce_images import fig2_config
+    from steinebm.engine.build import build_parts
+    from steinebm.reproduction.reproduce_images import fig2_config
 
     x = torch.rand(100, 3 * 32 * 32, generator=torch.Generator().manual_seed(0))
     y = torch.arange(100) % 10

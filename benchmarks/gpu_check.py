@@ -35,10 +35,10 @@ def main() -> int:
         print("gpu_check: no CUDA device is available here; run it on a machine with an NVIDIA GPU", file=sys.stderr)
         return 2
 
-    from steinebm.config import Config
+    from steinebm.engine.config import Config
+    from steinebm.engine.train import build_parts, load_config_dataset
     from steinebm.errors import UserError
-    from steinebm.reproduce_images import fig2_config
-    from steinebm.train import build_parts, load_config_dataset
+    from steinebm.reproduction.reproduce_images import fig2_config
 
     device = torch.device("cpu" if a.dry_run else "cuda")
     narrow = dict(width=8, gen_width=8, disc_width=8, code_dim=16) if a.dry_run else {}

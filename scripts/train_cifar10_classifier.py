@@ -2,14 +2,14 @@
 
     python scripts/train_cifar10_classifier.py --data-dir /path/to/cifar10 --epochs 30
 
-Trains :class:`steinebm.inception.CIFAR10Classifier` (ResNet-20) on the 45,000 training images of
+Trains :class:`steinebm.evaluation.classifiers.CIFAR10Classifier` (ResNet-20) on the 45,000 training images of
 ``steinebm.data.load_cifar10`` (the 5,000 validation and 10,000 test images are never trained
-on), seeded, with :func:`steinebm.transfer.fit_classifier`: SGD with Nesterov momentum 0.9,
+on), seeded, with :func:`steinebm.evaluation.transfer.fit_classifier`: SGD with Nesterov momentum 0.9,
 weight decay 5e-4, a one-epoch linear warm-up to the learning rate and a cosine decay to 0, random
 crops after 4-pixel zero padding and horizontal flips. Reports validation accuracy after every
 epoch and validation and test accuracy at the end, saves a plain float32 ``state_dict`` (loadable
 with ``weights_only=True``) and prints its size and sha256, which belongs in
-``CIFAR10_CLASSIFIER_SHA256`` of ``src/steinebm/inception.py``.
+``CIFAR10_CLASSIFIER_SHA256`` of ``src/steinebm/evaluation/classifiers.py``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from steinebm.data import load_cifar10
-from steinebm.inception import CIFAR10Classifier, classifier_accuracy
-from steinebm.transfer import fit_classifier
+from steinebm.evaluation.classifiers import CIFAR10Classifier, classifier_accuracy
+from steinebm.evaluation.transfer import fit_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "src" / "steinebm" / "assets" / "cifar10-classifier.pt"

@@ -3,16 +3,16 @@
     python scripts/train_mnist_classifier.py --data-dir /path/to/mnist               # mnist-classifier.pt
     python scripts/train_mnist_classifier.py --data-dir /path/to/mnist --arch lenet  # mnist-lenet.pt
 
-``--arch cnn`` (the default) is :class:`steinebm.inception.MNISTClassifier`; ``--arch lenet`` the
-independently trained second classifier :class:`steinebm.inception.MNISTLeNet`, whose defaults
+``--arch cnn`` (the default) is :class:`steinebm.evaluation.classifiers.MNISTClassifier`; ``--arch lenet`` the
+independently trained second classifier :class:`steinebm.evaluation.classifiers.MNISTLeNet`, whose defaults
 differ in every choice (seed 1, SGD with momentum, no shifts, 4 epochs).
 
-Trains :class:`steinebm.inception.MNISTClassifier` on the 50,000 training images of
+Trains :class:`steinebm.evaluation.classifiers.MNISTClassifier` on the 50,000 training images of
 ``steinebm.data.load_mnist`` (the validation and test images are never trained on), seeded, with
 Adam, a linearly decaying learning rate and random shifts of up to +-2 pixels. Reports validation
 and test accuracy, saves a plain float32 ``state_dict`` (loadable with ``weights_only=True``) and
 prints its size and sha256, which belongs in ``MNIST_CLASSIFIER_SHA256`` (``MNIST_LENET_SHA256``) of
-``src/steinebm/inception.py``.
+``src/steinebm/evaluation/classifiers.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from steinebm.data import load_mnist
-from steinebm.inception import MNISTClassifier, MNISTLeNet, classifier_accuracy
+from steinebm.evaluation.classifiers import MNISTClassifier, MNISTLeNet, classifier_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "src" / "steinebm" / "assets"

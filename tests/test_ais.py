@@ -18,9 +18,9 @@ import pytest
 import torch
 from scipy import integrate
 
-from steinebm.ais import _base_log_z, _log_f_beta, ais, ais_log_likelihood, ais_log_partition
-from steinebm.energies import GaussianBernoulliRBM
-from steinebm.metrics import average_log_likelihood
+from steinebm.evaluation.ais import _base_log_z, _log_f_beta, ais, ais_log_likelihood, ais_log_partition
+from steinebm.evaluation.likelihood import average_log_likelihood
+from steinebm.models.energies import GaussianBernoulliRBM
 
 
 def random_rbm(d: int, l: int, seed: int, scale_B: float = 0.5) -> GaussianBernoulliRBM:
@@ -343,7 +343,7 @@ def test_generic_ais_on_the_rbm_joint_state():
 
 
 def test_log_likelihood_auto_is_exact_for_few_hidden_units_and_ais_agrees_within_its_error():
-    from steinebm.metrics import log_likelihood
+    from steinebm.evaluation.likelihood import log_likelihood
 
     torch.manual_seed(0)
     rbm = GaussianBernoulliRBM(8, 10, generator=torch.Generator().manual_seed(1))
@@ -363,8 +363,8 @@ def test_cli_evaluate_and_training_use_ais_beyond_enumeration(tmp_path, capsys):
     import json
 
     from steinebm.cli import main
-    from steinebm.metrics import EXACT_MAX_HIDDEN
-    from steinebm.train import read_metrics
+    from steinebm.engine.train import read_metrics
+    from steinebm.evaluation.likelihood import EXACT_MAX_HIDDEN
 
     run = tmp_path / "big"
     n_hidden = EXACT_MAX_HIDDEN + 6  # 2^30 states: enumeration is not an option

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from steinebm import train as T
-from steinebm.config import load_config
-from steinebm.energies import GaussianBernoulliRBM
-from steinebm.generators import MNISTGenerator
-from steinebm.kernels import RBF, median_bandwidth
+from steinebm.core.kernels import RBF, median_bandwidth
+from steinebm.core.svgd import svgd_direction
+from steinebm.engine import train as T
+from steinebm.engine.config import load_config
 from steinebm.learners.steingan import AmortizedSVGD
-from steinebm.svgd import svgd_direction
+from steinebm.models.energies import GaussianBernoulliRBM
+from steinebm.models.mnist_nets import MNISTGenerator
 
 PRESET = Path(__file__).parents[1] / "configs" / "fig1-steingan-authors.yaml"
 

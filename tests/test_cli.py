@@ -96,7 +96,7 @@ def test_help_has_examples(capsys):
 
 
 def test_reproduce_fig1a_small(tmp_path):
-    from steinebm.reproduce import fig1a
+    from steinebm.reproduction.reproduce import fig1a
 
     out = tmp_path / "fig"
     summary = fig1a(
@@ -137,8 +137,8 @@ def _scores_by_hand(run_dir: Path, n: int, inception_score_by_hand) -> dict[str,
 
     import torch
 
-    from steinebm.inception import load_classifier
-    from steinebm.train import load_generator
+    from steinebm.engine.train import load_generator
+    from steinebm.evaluation.classifiers import load_classifier
 
     xi = torch.rand(n, 100, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
@@ -162,7 +162,7 @@ def _rbm_test_ll_by_hand(run_dir: Path, x: np.ndarray) -> float:
     import itertools
     import math
 
-    from steinebm.train import load_checkpoint
+    from steinebm.engine.train import load_checkpoint
 
     B, b, c = (load_checkpoint(run_dir)["model"][k].double().numpy() for k in ("B", "b", "c"))
     z = x @ B + c
@@ -177,7 +177,7 @@ def _rbm_test_ll_by_hand(run_dir: Path, x: np.ndarray) -> float:
 
 
 def test_reproduce_fig1b_fig1c_small(tmp_path, inception_score_by_hand):
-    from steinebm.reproduce import fig1b, fig1cd
+    from steinebm.reproduction.reproduce import fig1b, fig1cd
 
     out = tmp_path / "fig1b"
     common = dict(dataset="mnist-embedded", epochs=1, n_train=100, is_samples=200, log=lambda s: None)
@@ -206,7 +206,7 @@ def test_reproduce_fig1b_fig1c_small(tmp_path, inception_score_by_hand):
     assert n["generator"] == g_fc + g_deconv
     assert f"{n['dcgan_discriminator']:,}" in md
     # a published grid: 100 real test digits, tiled by hand into a 280 x 280 PNG
-    from steinebm.sample_scores import MNIST_CLASSIFIERS, grid_scores, read_grid
+    from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS, grid_scores, read_grid
 
     digits = load_dataset("mnist-embedded").test.x[:100].numpy().reshape(10, 10, 28, 28)
     tiles = (digits.transpose(0, 2, 1, 3).reshape(280, 280) * 255).round().astype(np.uint8)
@@ -247,7 +247,7 @@ def test_an_unreadable_authors_grid_is_one_line_before_any_run(tmp_path, capsys)
 
 
 def test_reproduce_fig1c_length_small(tmp_path, capsys):
-    from steinebm.reproduce_fig1c import fig1c_length
+    from steinebm.reproduction.reproduce_fig1c import fig1c_length
 
     out = tmp_path / "len"
     common = dict(dataset="mnist-embedded", epochs=2, n_train=200, eval_samples=100, jobs=1, log=lambda s: None)
@@ -277,7 +277,7 @@ def test_reproduce_fig1c_length_small(tmp_path, capsys):
 def test_reproduce_fig1c_ablation_switches_back_one_difference_per_row(tmp_path):
     import yaml
 
-    from steinebm.reproduce_fig1c import RECIPE_ABLATIONS, fig1c_ablation
+    from steinebm.reproduction.reproduce_fig1c import RECIPE_ABLATIONS, fig1c_ablation
 
     out = tmp_path / "abl"
     common = dict(dataset="mnist-embedded", epochs=1, n_train=200, is_samples=100, jobs=1, log=lambda s: None)
@@ -312,9 +312,9 @@ def test_mnist_joint_refuses_a_zero_count_before_any_run(tmp_path, capsys, flag)
 
 
 def test_reproduce_hais_puts_the_exact_likelihood_beside_their_estimator(tmp_path, capsys):
-    from steinebm.metrics import log_likelihood
-    from steinebm.reproduce_fig1c import hais_table
-    from steinebm.train import load
+    from steinebm.engine.train import load
+    from steinebm.evaluation.likelihood import log_likelihood
+    from steinebm.reproduction.reproduce_fig1c import hais_table
 
     run = tmp_path / "rbm"
     assert main(["train", *SMALL, "method=steincd", "n_hidden=3", "max_steps=5", f"out_dir={run}"]) == 0

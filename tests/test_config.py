@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from steinebm.config import Config, load_config
+from steinebm.engine.config import Config, load_config
 from steinebm.errors import ConfigError
 
 
@@ -266,7 +266,7 @@ def test_edge_values_are_accepted(values):
 
 def test_presets_ship_inside_the_package_and_load_by_name_from_any_folder(tmp_path, monkeypatch):
     import steinebm
-    from steinebm.config import PRESETS, preset_path, presets
+    from steinebm.engine.config import PRESETS, preset_path, presets
 
     assert PRESETS.parent == Path(steinebm.__file__).parent  # installed with the package
     names = presets()
@@ -300,7 +300,7 @@ OTHER_VALUE = dict(
 @pytest.fixture(scope="module")
 def energy_run(tmp_path_factory):
     """A trained RBM for amortized SVGD to sample."""
-    from steinebm.train import train
+    from steinebm.engine.train import train
 
     out = tmp_path_factory.mktemp("energy") / "run"
     cfg = Config(
@@ -311,7 +311,7 @@ def energy_run(tmp_path_factory):
 
 
 def _after_one_step(cfg: Config, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    from steinebm.build import build_parts
+    from steinebm.engine.build import build_parts
 
     parts = build_parts(cfg, x.shape[1], torch.device("cpu"), image_shape=(1, 28, 28))
     torch.manual_seed(5)  # the energy's dropout
@@ -339,8 +339,8 @@ def test_a_key_a_rule_does_not_read_changes_nothing_it_trains(method, keys, ener
     """For each key the rule is said not to read, the key is set to another valid value: one step
     from the same seeds must leave every parameter and buffer bit-identical. (A combination the
     config refuses is skipped: it cannot be set by mistake.)"""
-    from steinebm.config import settings_used, unused_settings
     from steinebm.data import load_dataset
+    from steinebm.engine.config import settings_used, unused_settings
 
     data = load_dataset("mnist-embedded")
     x, y = data.train.x[:10], data.train.y[:10]
@@ -371,8 +371,8 @@ def test_a_key_a_rule_does_not_read_changes_nothing_it_trains(method, keys, ener
 
 
 def test_only_the_keys_a_run_reads_are_saved_and_compared(tmp_path):
-    from steinebm.config import used_dict
-    from steinebm.preflight import config_diff
+    from steinebm.engine.config import used_dict
+    from steinebm.engine.preflight import config_diff
 
     cfg = Config(method="cd", epsilon=0.5, out_dir=str(tmp_path)).validate()
     saved = used_dict(cfg)

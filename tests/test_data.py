@@ -128,7 +128,7 @@ def test_unknown_dataset():
 def test_mean_pairwise_distance_against_a_loop():
     import itertools
 
-    from steinebm.metrics import mean_pairwise_distance
+    from steinebm.evaluation.likelihood import mean_pairwise_distance
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(7, 1, 3, 3, generator=g)
@@ -145,7 +145,7 @@ def _nn_distances_by_loop(x: torch.Tensor) -> list[float]:
 
 
 def test_nearest_neighbour_distance_against_a_loop():
-    from steinebm.metrics import near_duplicate_fraction, nearest_neighbour_distance
+    from steinebm.evaluation.likelihood import near_duplicate_fraction, nearest_neighbour_distance
 
     x = torch.rand(9, 1, 4, 4, generator=torch.Generator().manual_seed(1))
     nn_d = _nn_distances_by_loop(x)
@@ -159,7 +159,11 @@ def test_nearest_neighbour_distance_against_a_loop():
 def test_near_duplicates_ignore_brightness_and_see_a_collapse():
     """Copies of two pictures at many brightness/contrast levels are all near-duplicates, although
     their plain pixel distances are large; distinct random pictures are not."""
-    from steinebm.metrics import mean_pairwise_distance, near_duplicate_fraction, nearest_neighbour_distance
+    from steinebm.evaluation.likelihood import (
+        mean_pairwise_distance,
+        near_duplicate_fraction,
+        nearest_neighbour_distance,
+    )
 
     g = torch.Generator().manual_seed(2)
     protos = torch.rand(2, 1, 8, 8, generator=g)

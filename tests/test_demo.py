@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from steinebm.cli import main
-from steinebm.config import load_config
 from steinebm.data import Dataset, Split, load_dataset
-from steinebm.reproduce import (
+from steinebm.engine.config import load_config
+from steinebm.reproduction.reproduce import (
     DEMO_EPOCHS,
     DEMO_SETTINGS,
     FIG1A_METHODS,

@@ -16,15 +16,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from steinebm import train as T
-from steinebm.config import Config
+from steinebm.core.distributed import SINGLE, Ranks
+from steinebm.core.kernels import RBF
+from steinebm.core.score import score
+from steinebm.core.svgd import amortized_svgd_loss, svgd_direction
 from steinebm.data import load_dataset
-from steinebm.distributed import SINGLE, Ranks
-from steinebm.energies.base import score
-from steinebm.kernels import RBF
+from steinebm.engine import train as T
+from steinebm.engine.config import Config
 from steinebm.learners import SteinCD
 from steinebm.learners.steingan import SteinGAN
-from steinebm.svgd import amortized_svgd_loss, svgd_direction
 
 SMALL = dict(dataset="mnist-embedded", n_train=120, batch_size=20, n_hidden=4, progress=False, threads=1)
 

@@ -14,12 +14,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from steinebm.distributed import SINGLE, Ranks
-from steinebm.energies.rbm import GaussianBernoulliRBM
-from steinebm.kernels import RBF, FeatureKernel
+from steinebm.core.distributed import SINGLE, Ranks
+from steinebm.core.kernels import RBF, FeatureKernel
 from steinebm.learners import SteinCD
 from steinebm.learners.rules import EnergyRule, SteinGANRule
 from steinebm.learners.steingan import SteinGAN
+from steinebm.models.energies.rbm import GaussianBernoulliRBM
 
 M, D, NOISE = 12, 5, 2  # particles (a multiple of 2 and 3), data dimension, noise dimension
 CASES = ("steincd", "steingan", "steingan-feature-kernel")

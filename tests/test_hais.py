@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from steinebm.ais import hais_log_partition, sigmoid_schedule
 from steinebm.cli import main
-from steinebm.energies import GaussianBernoulliRBM
+from steinebm.evaluation.ais import hais_log_partition, sigmoid_schedule
+from steinebm.models.energies import GaussianBernoulliRBM
 
 
 def _log_z_by_hand(B: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:

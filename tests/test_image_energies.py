@@ -13,19 +13,20 @@ import pytest
 import torch
 from torch import nn
 
-from steinebm.config import Config
-from steinebm.energies import AutoencoderEnergy, JointAutoencoderEnergy, score, table1_parameter_counts
+from steinebm.core.kernels import FeatureKernel
+from steinebm.engine.config import Config
 from steinebm.errors import ConfigError
-from steinebm.generators import count_parameters
-from steinebm.image_nets import (
+from steinebm.learners.steingan import SteinGAN
+from steinebm.models.dcgan_nets import (
     ConditionalDCGANGenerator,
     DCGANDecoder,
     DCGANDiscriminator,
     DCGANEncoder,
     DCGANGenerator,
 )
-from steinebm.kernels import FeatureKernel
-from steinebm.learners.steingan import SteinGAN
+from steinebm.models.energies import AutoencoderEnergy, JointAutoencoderEnergy, score
+from steinebm.models.mnist_nets import count_parameters
+from steinebm.models.table1 import table1_parameter_counts
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

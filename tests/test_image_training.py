@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from steinebm import train as T
 from steinebm.cli import main
-from steinebm.config import Config
 from steinebm.data import Dataset, Split
+from steinebm.engine import train as T
+from steinebm.engine.config import Config
 from steinebm.errors import ConfigError
-from steinebm.generators import draw_samples, latent_walk
 from steinebm.learners.steingan import SteinGAN
+from steinebm.models.mnist_nets import draw_samples, latent_walk
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(width=8, gen_width=8, disc_width=8, code_dim=8, batch_size=8, progress=False, log_every=1, threads=1)
@@ -230,8 +230,8 @@ def test_an_image_shape_the_networks_do_not_take_is_a_clear_error(tmp_path):
 
 
 def test_conditional_discriminator_reads_the_label_planes():
-    from steinebm.generators import count_parameters
-    from steinebm.image_nets import ConditionalDCGANDiscriminator, DCGANDiscriminator
+    from steinebm.models.dcgan_nets import ConditionalDCGANDiscriminator, DCGANDiscriminator
+    from steinebm.models.mnist_nets import count_parameters
 
     g = torch.Generator().manual_seed(0)
     D = ConditionalDCGANDiscriminator(32, 3, 10, ndf=8, generator=g).eval()
@@ -249,7 +249,7 @@ def test_conditional_discriminator_reads_the_label_planes():
 
 
 def test_every_shipped_config_loads_and_validates():
-    from steinebm.config import load_config
+    from steinebm.engine.config import load_config
 
     configs = sorted((ROOT / "configs").glob("*.yaml"))
     assert len(configs) >= 10
@@ -259,7 +259,7 @@ def test_every_shipped_config_loads_and_validates():
 
 def test_celeba_config_trains_on_a_folder_of_faces(tmp_path):
     """The Figure 3 config, shrunk, for 2 steps on 12 aligned-face-sized JPEGs the test writes."""
-    from steinebm.config import load_config
+    from steinebm.engine.config import load_config
 
     folder = tmp_path / "img_align_celeba"
     folder.mkdir()
@@ -343,7 +343,7 @@ def test_amp_agrees_with_float32_to_bfloat16_rounding():
 def test_feature_codes_modes_and_running_statistics():
     """feature_codes=batch uses the batch's statistics without moving the running ones; eval
     uses the running ones; both leave the model's own mode as it was."""
-    from steinebm.build import _feature_codes
+    from steinebm.engine.build import _feature_codes
 
     cfg = Config(dataset="cifar10", out_dir="unused", method="steingan", model="autoencoder", **TINY).validate()
     model = T.build_model(cfg, 3072, torch.Generator().manual_seed(0), (3, 32, 32))

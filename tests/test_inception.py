@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from steinebm import inception
 from steinebm.data import load_dataset, read_cifar_batch
 from steinebm.errors import UserError
-from steinebm.inception import (
+from steinebm.evaluation import classifiers as inception
+from steinebm.evaluation.classifiers import (
     CIFAR10Classifier,
     MNISTClassifier,
     classifier_accuracy,

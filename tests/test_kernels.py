@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import pdist, squareform
 from torch import nn
 
-from steinebm.kernels import IMQ, RBF, ConstantKernel, FeatureKernel, median_bandwidth, pairwise_sq_dists
-from steinebm.svgd import svgd_direction
+from steinebm.core.kernels import IMQ, RBF, ConstantKernel, FeatureKernel, median_bandwidth, pairwise_sq_dists
+from steinebm.core.svgd import svgd_direction
 
 DT = torch.float64
 

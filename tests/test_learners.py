@@ -17,10 +17,10 @@ import pytest
 import torch
 from torch import nn
 
-from steinebm.energies import GaussianBernoulliRBM, score
-from steinebm.kernels import RBF
+from steinebm.core.kernels import RBF
+from steinebm.core.samplers import langevin
 from steinebm.learners import CD, HyvarinenScoreMatching, SteinCD, SteinScoreMatching, SymmetricSteinCD
-from steinebm.samplers import langevin
+from steinebm.models.energies import GaussianBernoulliRBM, score
 
 DT = torch.float64
 

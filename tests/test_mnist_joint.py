@@ -9,15 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from steinebm import train as T
-from steinebm.config import Config, load_config
+from steinebm.core.kernels import FeatureKernel
 from steinebm.data import load_dataset
-from steinebm.energies import JointAutoencoderEnergy
+from steinebm.engine import train as T
+from steinebm.engine.config import Config, load_config
 from steinebm.errors import ConfigError
-from steinebm.generators import MNISTConditionalDiscriminator, MNISTConditionalGenerator
-from steinebm.kernels import FeatureKernel
+from steinebm.evaluation.sample_scores import generated_images
 from steinebm.learners.steingan import AlternatingSchedule
-from steinebm.sample_scores import generated_images
+from steinebm.models.energies import JointAutoencoderEnergy
+from steinebm.models.mnist_nets import MNISTConditionalDiscriminator, MNISTConditionalGenerator
 
 PRESET = T.Path(__file__).resolve().parents[1] / "configs" / "mnist-joint-steingan.yaml"
 SMALL = dict(dataset="mnist-embedded", n_train=400, width=4, code_dim=8, progress=False, eval_samples=0)
@@ -253,8 +253,8 @@ def test_a_seed_builds_the_same_networks_every_time():
 def test_classifier_fid_is_the_frechet_distance_of_the_last_hidden_layer(data):
     import scipy.linalg
 
-    from steinebm.inception import load_classifier
-    from steinebm.sample_scores import classifier_features, classifier_fid, label_agreement
+    from steinebm.evaluation.classifiers import load_classifier
+    from steinebm.evaluation.sample_scores import classifier_features, classifier_fid, label_agreement
 
     a, b = data.train.x[:1200], data.test.x[:1000]  # more images than features: full-rank covariances
     for name in ("mnist", "mnist-lenet"):
@@ -278,7 +278,7 @@ def test_classifier_fid_is_the_frechet_distance_of_the_last_hidden_layer(data):
 def test_reproduce_mnist_joint_small(tmp_path, data):
     from PIL import Image
 
-    from steinebm.reproduce_joint import mnist_joint
+    from steinebm.reproduction.reproduce_joint import mnist_joint
 
     digits = [data.test.x[data.test.y == k][:20].numpy().reshape(20, 28, 28) for k in range(10)]
     tiles = np.concatenate([np.concatenate(list(row), axis=1) for row in digits], axis=0)  # 280 x 560
@@ -328,7 +328,7 @@ def test_head_dropout_reaches_the_cifar_joint_energy_too():
 
 
 def test_batch_mode_codes_drop_out_the_input_as_the_energy_does():
-    from steinebm.build import _feature_codes
+    from steinebm.engine.build import _feature_codes
 
     f = JointAutoencoderEnergy.mnist(width=4, code_dim=8, input_dropout=0.3)
     x = torch.rand(10, 784)

@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from steinebm import train as T
 from steinebm.cli import main
-from steinebm.config import Config
 from steinebm.data import Dataset, Split, fingerprint, load_dataset
-from steinebm.metrics import average_log_likelihood
+from steinebm.engine import train as T
+from steinebm.engine.config import Config
+from steinebm.evaluation.likelihood import average_log_likelihood
 
 SMALL = ["n_hidden=3", "batch_size=20", "max_steps=4", "progress=false", "log_every=2"]
 
@@ -141,7 +141,7 @@ def test_runs_saved_without_a_fingerprint_still_load(tmp_path, capsys, monkeypat
 
 
 def test_report_shows_the_fingerprint(tmp_path, capsys):
-    from steinebm.report import write_report
+    from steinebm.reproduction.report import write_report
 
     run = tmp_path / "run"
     assert _run(["train", "dataset=mnist-embedded", *SMALL, f"out_dir={run}"], capsys)[0] == 0

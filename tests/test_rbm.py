@@ -17,7 +17,7 @@ import torch
 from scipy import integrate
 from scipy.special import logsumexp
 
-from steinebm.energies import GaussianBernoulliRBM, score
+from steinebm.models.energies import GaussianBernoulliRBM, score
 
 
 def make_rbm(d: int, l: int, seed: int, scale_B: float = 1.0, scale_bias: float = 0.5, dtype=torch.float32):

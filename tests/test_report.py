@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 
 from steinebm.cli import main
-from steinebm.report import PANEL_COLUMNS, PANEL_PX, write_report
+from steinebm.reproduction.report import PANEL_COLUMNS, PANEL_PX, write_report
 
 TINY = ["dataset=mnist-embedded", "n_train=100", "batch_size=25", "n_hidden=3", "max_steps=12", "log_every=4"]
 N_FRESH = 16  # a 4 x 4 grid of 28 px images, 2 px apart, doubled: 244 px square

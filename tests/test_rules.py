@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from steinebm import train as T
-from steinebm.config import Config
+from steinebm.engine import train as T
+from steinebm.engine.config import Config
 from steinebm.learners import registry
 from steinebm.learners.rules import (
     AlternatingSteinGANRule,
@@ -28,8 +28,8 @@ TOY = '''
 """A toy rule: move the RBM's visible bias b towards the batch mean by plain gradient steps
 on 0.5 * ||b - mean(x)||^2 (its own optimizer, SGD with lr 0.5)."""
 import torch
-from steinebm.build import build_model  # noqa: F401  (a plugin may import any part of steinebm)
-from steinebm.config import Config  # noqa: F401
+from steinebm.engine.build import build_model  # noqa: F401  (a plugin may import any part of steinebm)
+from steinebm.engine.config import Config  # noqa: F401
 from steinebm.learners.registry import register_rule
 from steinebm.learners.rules import Rule
 
@@ -79,7 +79,7 @@ def test_every_method_builds_its_rule(tmp_path):
 
 def test_the_loop_names_no_rule():
     """The training loop (train.py) holds no algorithm: no learner, loss or rule class by name."""
-    text = (ROOT / "src" / "steinebm" / "train.py").read_text()
+    text = (ROOT / "src" / "steinebm" / "engine" / "train.py").read_text()
     loop = text[text.index("def _train(") :]
     for name in ("SteinGAN", "SteinCD", "DCGAN", "steingan", "dcgan", "amortized", "Langevin", "phi"):
         assert name not in loop, name

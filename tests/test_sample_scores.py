@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from steinebm import train as T
-from steinebm.config import Config
 from steinebm.data import load_dataset
+from steinebm.engine import train as T
+from steinebm.engine.config import Config
 from steinebm.errors import UserError
-from steinebm.inception import load_classifier
-from steinebm.sample_scores import grid_scores, read_grid, score_images
+from steinebm.evaluation.classifiers import load_classifier
+from steinebm.evaluation.sample_scores import grid_scores, read_grid, score_images
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_training_logs_sample_scores_and_grids(tmp_path):
     T.train(cfg)
     last = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
     G = T.load_generator(cfg.out_dir)
-    from steinebm.sample_scores import generated_images
+    from steinebm.evaluation.sample_scores import generated_images
 
     x = generated_images(G, 100, seed=0, batch_size=100)
     with torch.no_grad():

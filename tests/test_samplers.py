@@ -16,7 +16,7 @@ import torch
 from scipy.linalg import solve_discrete_lyapunov
 from torch import nn
 
-from steinebm.samplers import langevin
+from steinebm.core.samplers import langevin
 
 DT = torch.float64
 

@@ -1,6 +1,6 @@
 """The generator side: amortized SVGD (Eq. 20-21), Amortized MLE / SteinGAN (Algorithm 2, Eq. 23
 with Section 5.2's discount), SteinCD-GAN(alpha), the MNIST generator / discriminator, the DCGAN
-losses, and two-step smoke runs of every generator method through ``steinebm.train``.
+losses, and two-step smoke runs of every generator method through ``steinebm.engine.train``.
 
 References are independent of the library: phi by the double loop of Eq. 5 in numpy (with the
 median rule written out), scores by autograd of the energy's forward, per-sample generator
@@ -19,13 +19,13 @@ import pytest
 import torch
 from torch import nn
 
-from steinebm import train as T
-from steinebm.config import Config
+from steinebm.core.kernels import RBF, ConstantKernel
 from steinebm.data import load_dataset
-from steinebm.energies import GaussianBernoulliRBM
-from steinebm.generators import MNISTDiscriminator, MNISTGenerator, uniform_noise
-from steinebm.kernels import RBF, ConstantKernel
+from steinebm.engine import train as T
+from steinebm.engine.config import Config
 from steinebm.learners.steingan import AmortizedSVGD, DCGANLoss, SteinGAN
+from steinebm.models.energies import GaussianBernoulliRBM
+from steinebm.models.mnist_nets import MNISTDiscriminator, MNISTGenerator, uniform_noise
 
 DT = torch.float64
 

@@ -17,9 +17,9 @@ import torch
 from scipy.spatial.distance import pdist
 from torch import nn
 
-from steinebm.energies.base import score
-from steinebm.kernels import IMQ, RBF, ConstantKernel
-from steinebm.svgd import SVGD, amortized_svgd_loss, svgd_direction
+from steinebm.core.kernels import IMQ, RBF, ConstantKernel
+from steinebm.core.score import score
+from steinebm.core.svgd import SVGD, amortized_svgd_loss, svgd_direction
 
 DT = torch.float64
 

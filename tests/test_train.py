@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from steinebm import build as B
-from steinebm import train as T
-from steinebm.config import ENERGY_METHODS, Config
+from steinebm.core.kernels import RBF
 from steinebm.data import load_dataset
-from steinebm.energies import GaussianBernoulliRBM
+from steinebm.engine import build as B
+from steinebm.engine import train as T
+from steinebm.engine.config import ENERGY_METHODS, Config
 from steinebm.errors import DivergenceError, UserError
-from steinebm.kernels import RBF
 from steinebm.learners import CD, HyvarinenScoreMatching, SteinCD, SteinScoreMatching, SymmetricSteinCD
+from steinebm.models.energies import GaussianBernoulliRBM
 
 SMALL = dict(dataset="mnist-embedded", n_train=600, batch_size=50, progress=False, n_hidden=4)
 
@@ -305,7 +305,7 @@ def test_truncated_metrics_line_is_tolerated(tmp_path, data):
 def test_fused_and_foreach_adam_take_the_same_steps(tmp_path, data):
     """adam_impl changes how Adam is computed, not what: after 20 SteinCD steps the parameters of
     the two runs agree to float32 rounding, and the fused run really used the fused kernel."""
-    from steinebm.config import Config
+    from steinebm.engine.config import Config
 
     runs = {}
     for impl in ("fused", "foreach"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from steinebm.transfer import _lr_factor, duplicate_baseline, random_crop_flip, train_on_images_accuracy
+from steinebm.evaluation.transfer import _lr_factor, duplicate_baseline, random_crop_flip, train_on_images_accuracy
 
 K = 10  # classes
 FAST = {"blocks": 1, "widths": (8, 16, 32)}  # ResNet-8, narrow: the synthetic task needs no more

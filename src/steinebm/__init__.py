@@ -1,29 +1,29 @@
 """steinebm: learning deep energy models with Stein methods (Liu & Wang, 2017)."""
 
-from .ais import ais_log_likelihood, ais_log_partition
-from .energies import GaussianBernoulliRBM, score
-from .generators import MNISTDiscriminator, MNISTGenerator
-from .inception import inception_score, load_classifier, mode_coverage
-from .kernels import IMQ, RBF, ConstantKernel, FeatureKernel, Kernel, median_bandwidth
-from .learners import CD, HyvarinenScoreMatching, Learner, SteinCD, SteinScoreMatching, SymmetricSteinCD
-from .learners.steingan import AmortizedSVGD, DCGANLoss, SteinGAN
-from .metrics import average_log_likelihood
-from .samplers import langevin
-from .svgd import SVGD, amortized_svgd_loss, svgd_direction
+from steinebm.core.kernels import IMQ, RBF, ConstantKernel, FeatureKernel, Kernel, median_bandwidth
+from steinebm.core.samplers import langevin
+from steinebm.core.svgd import SVGD, amortized_svgd_loss, svgd_direction
+from steinebm.evaluation.ais import ais_log_likelihood, ais_log_partition
+from steinebm.evaluation.classifiers import inception_score, load_classifier, mode_coverage
+from steinebm.evaluation.likelihood import average_log_likelihood
+from steinebm.learners import CD, HyvarinenScoreMatching, Learner, SteinCD, SteinScoreMatching, SymmetricSteinCD
+from steinebm.learners.steingan import AmortizedSVGD, DCGANLoss, SteinGAN
+from steinebm.models.energies import GaussianBernoulliRBM, score
+from steinebm.models.mnist_nets import MNISTDiscriminator, MNISTGenerator
 
 __version__ = "0.1.0"
 
 
 def load(run_dir: str):  # type: ignore[no-untyped-def]
-    """The trained energy model of a run folder (see :func:`steinebm.build.load`)."""
-    from .build import load as _load
+    """The trained energy model of a run folder (see :func:`steinebm.engine.build.load`)."""
+    from steinebm.engine.build import load as _load
 
     return _load(run_dir)
 
 
 def load_generator(run_dir: str):  # type: ignore[no-untyped-def]
-    """The trained generator of a run folder (see :func:`steinebm.build.load_generator`)."""
-    from .build import load_generator as _load_generator
+    """The trained generator of a run folder (see :func:`steinebm.engine.build.load_generator`)."""
+    from steinebm.engine.build import load_generator as _load_generator
 
     return _load_generator(run_dir)
 

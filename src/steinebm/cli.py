@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import DivergenceError, UserError
+from steinebm.errors import DivergenceError, UserError
 
 EXAMPLES = {
     "train": """examples:
@@ -236,7 +236,7 @@ def _is_file(path: str) -> bool:
 
 def _note_unused(cfg: Any) -> None:
     """One line naming the keys set in the config that its method does not read."""
-    from .config import unused_settings
+    from steinebm.engine.config import unused_settings
 
     unused = unused_settings(cfg)
     if unused:
@@ -247,8 +247,8 @@ def _note_unused(cfg: Any) -> None:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from .config import load_config
-    from .train import train
+    from steinebm.engine.config import load_config
+    from steinebm.engine.train import train
 
     overrides = list(a.overrides)
     config = a.config
@@ -260,7 +260,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     if a.resume and config is not None and not any(o.split("=", 1)[0].strip() == "out_dir" for o in overrides):
         # `train RUN/config.yaml --resume` acts on RUN, where the run now is, not on the out_dir
         # its config was saved with (a copied or moved run would resume the original)
-        from .checkpoint import CHECKPOINT, PREVIOUS
+        from steinebm.engine.checkpoint import CHECKPOINT, PREVIOUS
 
         folder = Path(config).parent
         if (folder / CHECKPOINT).exists() or (folder / PREVIOUS).exists():
@@ -273,9 +273,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_resume(a: argparse.Namespace) -> int:
-    from .config import load_config
-    from .preflight import RESUMABLE_CHANGES
-    from .train import train
+    from steinebm.engine.config import load_config
+    from steinebm.engine.preflight import RESUMABLE_CHANGES
+    from steinebm.engine.train import train
 
     run = Path(a.run_dir)
     if not run.is_dir():
@@ -302,11 +302,11 @@ def _cmd_resume(a: argparse.Namespace) -> int:
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     import torch
 
-    from .build import load
-    from .checkpoint import load_checkpoint
-    from .config import from_dict
-    from .metrics import log_likelihood
-    from .provenance import load_run_data
+    from steinebm.engine.build import load
+    from steinebm.engine.checkpoint import load_checkpoint
+    from steinebm.engine.config import from_dict
+    from steinebm.engine.provenance import load_run_data
+    from steinebm.evaluation.likelihood import log_likelihood
 
     ck = load_checkpoint(a.run_dir)
     cfg = from_dict(ck["config"]).validate()
@@ -345,10 +345,10 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 def _cmd_sample(a: argparse.Namespace) -> int:
     import torch
 
-    from .build import load, load_generator
-    from .checkpoint import load_checkpoint
-    from .generators import draw_samples, latent_walk
-    from .plots import save_image_grid, save_walk
+    from steinebm.engine.build import load, load_generator
+    from steinebm.engine.checkpoint import load_checkpoint
+    from steinebm.grids import save_image_grid, save_walk
+    from steinebm.models.mnist_nets import draw_samples, latent_walk
 
     _positive("n", a.n)
     if a.walk < 0:
@@ -390,8 +390,8 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(a: argparse.Namespace) -> int:
-    from .reproduce import FIG1B_ALPHAS, fig1a, fig1b, fig1cd
-    from .reproduce_fig1c import fig1c_length
+    from steinebm.reproduction.reproduce import FIG1B_ALPHAS, fig1a, fig1b, fig1cd
+    from steinebm.reproduction.reproduce_fig1c import fig1c_length
 
     _positive("seeds", a.seeds)
     epochs_given = a.epochs
@@ -413,7 +413,7 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
     dataset = a.dataset or "mnist"
     common: dict[str, Any] = dict(dataset=dataset, data_dir=a.data_dir, epochs=a.epochs, n_train=a.n_train)
     if a.figure == "fig2":
-        from .reproduce_images import fig2
+        from steinebm.reproduction.reproduce_images import fig2
 
         fig2(
             out=out,
@@ -426,7 +426,7 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
             fid_weights=a.fid_weights,
         )
     elif a.figure == "mnist-joint":
-        from .reproduce_joint import mnist_joint
+        from steinebm.reproduction.reproduce_joint import mnist_joint
 
         for flag in ("fid_samples", "transfer_images", "transfer_epochs"):
             _positive(flag.replace("_", "-"), getattr(a, flag))
@@ -443,7 +443,7 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
             **{k: v for k, v in common.items() if k != "epochs"},
         )
     elif a.figure == "hais":
-        from .reproduce_fig1c import hais_table
+        from steinebm.reproduction.reproduce_fig1c import hais_table
 
         try:
             steps = tuple(int(v) for v in a.hais_steps.split(","))
@@ -459,7 +459,7 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
             data_dir=a.data_dir,
         )
     elif a.figure == "fig1c-ablation":
-        from .reproduce_fig1c import fig1c_ablation
+        from steinebm.reproduction.reproduce_fig1c import fig1c_ablation
 
         fig1c_ablation(
             out=out,
@@ -521,14 +521,14 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
-    from .report import write_report
+    from steinebm.reproduction.report import write_report
 
     print(write_report(a.run_dirs, a.out, samples=a.samples, gibbs_steps=a.gibbs_steps, seed=a.seed))
     return 0
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from .reproduce import demo
+    from steinebm.reproduction.reproduce import demo
 
     if a.epochs is not None:
         _positive("epochs", a.epochs)

@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .errors import DataError
+from steinebm.errors import DataError
 
 __all__ = [
     "Split",

@@ -5,9 +5,9 @@ loss whose gradient in theta is minus the paper's update direction, so any torch
 :mod:`steinebm.learners.rules` makes every rule of the paper one object (the parts it trains
 and one update), and :mod:`steinebm.learners.registry` names each for the config's ``method``."""
 
-from .base import Learner
-from .cd import CD
-from .rules import (
+from steinebm.learners.base import Learner
+from steinebm.learners.cd import CD
+from steinebm.learners.rules import (
     AlternatingSteinGANRule,
     AmortizedSVGDRule,
     DCGANRule,
@@ -16,9 +16,9 @@ from .rules import (
     Rule,
     SteinGANRule,
 )
-from .score_matching import HyvarinenScoreMatching, SteinScoreMatching
-from .steincd import SteinCD, SymmetricSteinCD
-from .steingan import AlternatingSchedule, AmortizedSVGD, DCGANLoss, SteinGAN
+from steinebm.learners.score_matching import HyvarinenScoreMatching, SteinScoreMatching
+from steinebm.learners.steincd import SteinCD, SymmetricSteinCD
+from steinebm.learners.steingan import AlternatingSchedule, AmortizedSVGD, DCGANLoss, SteinGAN
 
 __all__ = [
     "Learner",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..distributed import SINGLE, Ranks
+from steinebm.core.distributed import SINGLE, Ranks
 
 # A number for the log: a Python float, or a 0-d tensor that stays on its device until the loop
 # writes a log line (reading it at every step would stall a GPU step on the host).

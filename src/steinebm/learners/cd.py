@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..samplers import langevin
-from .base import Learner, Stat, stacked_batch, stacked_contrastive_loss
+from steinebm.core.samplers import langevin
+from steinebm.learners.base import Learner, Stat, stacked_batch, stacked_contrastive_loss
 
 
 class CD(Learner):

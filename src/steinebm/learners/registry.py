@@ -28,11 +28,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..distributed import Ranks
-from ..errors import UserError
-from ..kernels import Kernel
-from .base import Learner
-from .rules import (
+from steinebm.core.distributed import Ranks
+from steinebm.core.kernels import Kernel
+from steinebm.errors import UserError
+from steinebm.learners.base import Learner
+from steinebm.learners.rules import (
     AlternatingSteinGANRule,
     AmortizedSVGDRule,
     DCGANRule,
@@ -41,7 +41,7 @@ from .rules import (
     Rule,
     SteinGANRule,
 )
-from .steingan import AlternatingSchedule, AmortizedSVGD, SteinGAN
+from steinebm.learners.steingan import AlternatingSchedule, AmortizedSVGD, SteinGAN
 
 __all__ = [
     "RuleContext",
@@ -215,7 +215,7 @@ def _dcgan(ctx: RuleContext) -> Rule:
 
 
 def kernel_settings(name: str) -> tuple[str, ...]:
-    """The config keys the kernel called ``name`` in a config reads (:func:`steinebm.build.build_kernel`)."""
+    """The config keys the kernel called ``name`` in a config reads (:func:`steinebm.engine.build.build_kernel`)."""
     return {
         "rbf": ("bandwidth", "median_over", "log_term", "median_of"),
         "imq": ("bandwidth",),

@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..distributed import SINGLE, Ranks
-from ..errors import DivergenceError, UserError
-from .base import Learner, Stat
-from .steingan import AlternatingSchedule, AmortizedSVGD, DCGANLoss, SteinGAN
+from steinebm.core.distributed import SINGLE, Ranks
+from steinebm.errors import DivergenceError, UserError
+from steinebm.learners.base import Learner, Stat
+from steinebm.learners.steingan import AlternatingSchedule, AmortizedSVGD, DCGANLoss, SteinGAN
 
 __all__ = [
     "Rule",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..energies.base import score
-from ..kernels import RBF, Kernel
-from ..svgd import Normalize, svgd_direction
-from .base import Learner, Stat
+from steinebm.core.kernels import RBF, Kernel
+from steinebm.core.score import score
+from steinebm.core.svgd import Normalize, svgd_direction
+from steinebm.learners.base import Learner, Stat
 
 
 class SteinScoreMatching(Learner):

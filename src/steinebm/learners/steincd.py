@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..energies.base import score
-from ..kernels import RBF, Kernel
-from ..svgd import Normalize, svgd_direction
-from .base import Learner, Stat, contrastive_loss, stacked_batch, stacked_contrastive_loss
+from steinebm.core.kernels import RBF, Kernel
+from steinebm.core.score import score
+from steinebm.core.svgd import Normalize, svgd_direction
+from steinebm.learners.base import Learner, Stat, contrastive_loss, stacked_batch, stacked_contrastive_loss
 
 
 class SteinCD(Learner):

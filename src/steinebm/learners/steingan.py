@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..distributed import SINGLE, Ranks
-from ..energies.base import score
-from ..kernels import RBF, Kernel
-from ..svgd import Normalize, amortized_svgd_loss, svgd_direction
-from .base import Stat
-from .steincd import SteinCD
+from steinebm.core.distributed import SINGLE, Ranks
+from steinebm.core.kernels import RBF, Kernel
+from steinebm.core.score import score
+from steinebm.core.svgd import Normalize, amortized_svgd_loss, svgd_direction
+from steinebm.learners.base import Stat
+from steinebm.learners.steincd import SteinCD
 
 __all__ = ["AmortizedSVGD", "SteinGAN", "DCGANLoss", "AlternatingSchedule"]
 

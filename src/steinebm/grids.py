@@ -1,0 +1,71 @@
+"""Image grids: images tiled into one PNG (Pillow), and a latent walk as a PNG strip and a GIF.
+The project's own writer (torchvision's ``make_grid`` layout), used by training, sampling and
+the reproduction commands alike."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["image_grid", "save_image_grid", "save_walk"]
+
+
+def image_grid(images: Tensor, image_shape: Sequence[int], nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile images (n, d) or (n, C, H, W), values in [0, 1] (clipped), ``nrow`` to a row (as
+    torchvision's ``make_grid``; about square by default), into one uint8 array (H', W') for grey
+    or (H', W', 3) for colour."""
+    n = images.shape[0]
+    c, h, w = image_shape
+    x = images.detach().float().cpu().reshape(n, c, h, w).clamp(0, 1)
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(n))))
+    ncol = int(math.ceil(n / nrow))
+    grid = torch.ones(c, ncol * (h + pad) + pad, nrow * (w + pad) + pad) * 0.5
+    for k in range(n):
+        r, q = divmod(k, nrow)
+        top, left = pad + r * (h + pad), pad + q * (w + pad)
+        grid[:, top : top + h, left : left + w] = x[k]
+    arr = (grid.numpy() * 255).round().astype(np.uint8)
+    return arr[0] if c == 1 else arr.transpose(1, 2, 0)
+
+
+def save_image_grid(
+    images: Tensor, path: str | Path, image_shape: Sequence[int], nrow: int | None = None, scale: int = 2
+) -> Path:
+    """Save ``images`` ((n, ...) in [0, 1], each reshaped to ``image_shape``, (C, H, W)) as one PNG
+    grid of ``nrow`` images to a row (about square by default), each pixel enlarged ``scale`` times; returns
+    the path. The values are rounded to 8-bit levels."""
+    from PIL import Image
+
+    arr = image_grid(images, image_shape, nrow)
+    img = Image.fromarray(arr)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def save_walk(frames: Tensor, path: str | Path, image_shape: Sequence[int], scale: int = 2) -> tuple[Path, Path]:
+    """A latent random walk, frames (steps, chains, ...): a PNG strip (one row per chain, steps
+    left to right) and an animated GIF beside it (one frame per step, chains side by side)."""
+    from PIL import Image
+
+    steps, chains = frames.shape[:2]
+    path = Path(path).with_suffix(".png")
+    strip = frames.transpose(0, 1).reshape(steps * chains, *frames.shape[2:])  # chain-major
+    save_image_grid(strip, path, image_shape, nrow=steps, scale=scale)
+    pictures = []
+    for t in range(steps):
+        img = Image.fromarray(image_grid(frames[t], image_shape, nrow=chains))
+        if scale > 1:
+            img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+        pictures.append(img.convert("P") if img.mode == "RGB" else img)
+    gif = path.with_suffix(".gif")
+    pictures[0].save(gif, save_all=True, append_images=pictures[1:], duration=80, loop=0)
+    return path, gif

@@ -1,0 +1,1 @@
+"""Reproduction: one command per figure and table of the paper, the HTML report and the plots."""

@@ -1,0 +1,735 @@
+"""One self-contained HTML page about runs and reproductions (``steinebm report``).
+
+A run folder's files are for programs; the page is for a person who wants to see at a glance
+how far each run got, what its curves look like, what it draws and how its settings differ
+from the others'. Everything the page shows is inside it (PNGs as base64 ``data:`` URIs, CSS
+inline, no web fonts or scripts), so it can be mailed, archived or opened offline and still
+show exactly what the runs held when it was written.
+
+Each argument is a *unit*: a run folder (``metrics.jsonl`` or ``checkpoint.pt``), or a folder
+that holds runs below it, such as one written by ``steinebm reproduce``, whose FIGURE.md
+tables (the paper against the measurement) and figure PNGs are shown as well.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from steinebm.engine.runlog import read_log
+from steinebm.errors import UserError
+from steinebm.naming import slug
+
+__all__ = [
+    "Run",
+    "Unit",
+    "collect_units",
+    "config_differences",
+    "curve_panels",
+    "markdown_to_html",
+    "read_log",
+    "render_report",
+    "write_report",
+    "PANEL_PX",
+]
+
+# Curve panels are drawn at a fixed pixel size (never "tight" bounding boxes), so a figure's
+# size follows from its number of panels alone and the page's layout does not jump.
+PANEL_PX = (360, 260)
+PANEL_COLUMNS = 3
+_DPI = 100
+# The keys of an evaluation line that are bookkeeping, not measurements.
+_EVAL_SKIP = {"step", "epoch", "time", "ll_stderr"}
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class Run:
+    """One run folder and what was read from it."""
+
+    path: Path
+    name: str
+    config: dict[str, Any] | None
+    records: list[dict[str, Any]]
+    has_checkpoint: bool
+    pngs: list[Path] = field(default_factory=list)
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def anchor(self) -> str:
+        return "run-" + slug(self.name)
+
+
+@dataclass
+class Unit:
+    """One argument of ``steinebm report``: a single run, or a folder of runs (a reproduction)."""
+
+    path: Path
+    runs: list[Run]
+    is_run: bool
+    markdown: list[Path] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    summary: str | None = None
+
+    @property
+    def anchor(self) -> str:
+        return "unit-" + slug(str(self.path))
+
+
+def _natural(path: Path) -> list[Any]:
+    """Sort key that puts seed2 before seed10 and alpha=0.1 before alpha=0.25."""
+    # split() with a group alternates text and numbers, so the keys of two paths compare
+    # text with text and number with number
+    return [float(t) if k % 2 else t for k, t in enumerate(re.split(r"(\d+(?:\.\d+)?)", str(path)))]
+
+
+def _is_run(path: Path) -> bool:
+    return (path / "metrics.jsonl").is_file() or (path / "checkpoint.pt").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def _read_config(path: Path) -> dict[str, Any] | None:
+    p = path / "config.yaml"
+    if not p.is_file():
+        return None
+    try:
+        cfg = yaml.safe_load(p.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise UserError(f"cannot read {p} ({str(e).splitlines()[0][:200]}): restore it") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{p} is not a steinebm config (a YAML mapping): restore it")
+    return cfg
+
+
+def _read_scores(path: Path) -> dict[str, dict[str, Any]]:
+    """The scalar fields of the score files a reproduction leaves in a run (e.g. the inception
+    score in generator_scores.json); unreadable ones are left out, they are only extras."""
+    out = {}
+    for p in sorted(path.glob("*scores*.json")):
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict):
+            out[p.name] = {
+                k: v for k, v in data.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+            }
+    return out
+
+
+def _read_run(path: Path, name: str) -> Run:
+    metrics = path / "metrics.jsonl"
+    return Run(
+        path=path,
+        name=name,
+        config=_read_config(path),
+        records=read_log(metrics) if metrics.is_file() else [],
+        has_checkpoint=(path / "checkpoint.pt").is_file(),
+        pngs=sorted(path.glob("*.png"), key=_natural),
+        scores=_read_scores(path),
+    )
+
+
+def _find_runs(root: Path) -> list[Path]:
+    """Run folders at or below ``root`` (runs do not nest, so the walk stops at each)."""
+    found = []
+    for dirpath, dirnames, _ in os.walk(root):
+        here = Path(dirpath)
+        if _is_run(here):
+            found.append(here)
+            dirnames[:] = []
+            continue
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    return sorted(found, key=_natural)
+
+
+def collect_units(paths: Sequence[str | Path]) -> list[Unit]:
+    """Read every argument; a path that is neither a run nor a folder with runs or a
+    reproduction's files in it is a UserError (most likely a typo)."""
+    if not paths:
+        raise UserError("name at least one run folder")
+    units: list[Unit] = []
+    seen: set[Path] = set()
+    for arg in paths:
+        root = Path(arg)
+        if not root.is_dir():
+            raise UserError(f"{root} is not a folder: name a run folder or a reproduction folder")
+        key = root.resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        if _is_run(root):
+            units.append(Unit(root, [_read_run(root, root.resolve().name)], is_run=True))
+            continue
+        markdown = sorted(root.glob("*.md"), key=_natural)
+        run_dirs = _find_runs(root)
+        if not run_dirs and not markdown and not (root / "summary.json").is_file():
+            raise UserError(
+                f"{root} is not a run folder (no metrics.jsonl or checkpoint.pt) and holds no runs or "
+                "reproduction (FIGURE.md, summary.json): name a folder written by steinebm train or reproduce"
+            )
+        runs = []
+        for d in run_dirs:
+            rel = d.relative_to(root).as_posix()
+            runs.append(_read_run(d, rel[len("runs/") :] if rel.startswith("runs/") else rel))
+        summary = None
+        if (root / "summary.json").is_file():
+            try:
+                summary = json.dumps(json.loads((root / "summary.json").read_text()), indent=2)
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                raise UserError(f"{root / 'summary.json'} is damaged (not JSON): restore it") from None
+        units.append(
+            Unit(
+                root,
+                runs,
+                is_run=False,
+                markdown=markdown,
+                figures=sorted(root.glob("*.png"), key=_natural),
+                summary=summary,
+            )
+        )
+    # a run named on its own and inside a reproduction given too is shown once, where it comes first
+    shown: set[Path] = set()
+    for u in units:
+        kept = []
+        for r in u.runs:
+            if r.path.resolve() not in shown:
+                shown.add(r.path.resolve())
+                kept.append(r)
+        u.runs = kept
+    units = [u for u in units if u.runs or not u.is_run]
+    _unique_names(units)
+    return units
+
+
+def _unique_names(units: list[Unit]) -> None:
+    """Runs from several units get their unit's name in front when names would collide, so
+    the difference table and the contents can tell them apart."""
+    runs = [r for u in units for r in u.runs]
+    if len({r.name for r in runs}) == len(runs):
+        return
+    for u in units:
+        for r in u.runs:
+            r.name = r.path.resolve().name if u.is_run else f"{u.path.resolve().name}/{r.name}"
+    names = [r.name for r in runs]
+    for r in runs:
+        if names.count(r.name) > 1:
+            r.name = str(r.path.resolve())
+
+
+# ---------------------------------------------------------------------------------------------
+# pictures
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def curve_panels(records: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, tuple[list[float], list[float]]]]]:
+    """The panels of a run's curve figure, as (title, x label, {label: (x, y)}).
+
+    The held-out log-likelihood comes first (what Figure 1 is about), test and validation on
+    one panel against epochs; then each training quantity against steps, in the order the log
+    first names them. Counters (step, epoch, time) are axes, not curves."""
+    train = [r for r in records if "epoch" not in r]
+    evals = [r for r in records if "epoch" in r]
+    panels: list[tuple[str, str, dict[str, tuple[list[float], list[float]]]]] = []
+
+    def series(recs: list[dict[str, Any]], xkey: str, key: str) -> tuple[list[float], list[float]]:
+        pts = [(float(r[xkey]), float(r[key])) for r in recs if _is_number(r.get(key)) and _is_number(r.get(xkey))]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    eval_keys = _ordered_keys(evals, _EVAL_SKIP)
+    ll: dict[str, tuple[list[float], list[float]]] = {
+        k: series(evals, "epoch", k) for k in ("test_ll", "val_ll") if k in eval_keys
+    }
+    if ll:
+        panels.append(("log-likelihood (nats)", "epoch", ll))
+    for k in eval_keys:
+        if k not in ll:
+            panels.append((k, "epoch", {k: series(evals, "epoch", k)}))
+    for k in _ordered_keys(train, {"step"}):
+        panels.append((k, "step", {k: series(train, "step", k)}))
+    return panels
+
+
+def _ordered_keys(records: list[dict[str, Any]], skip: set[str]) -> list[str]:
+    keys: dict[str, None] = {}
+    for r in records:
+        for k, v in r.items():
+            if k not in skip and _is_number(v):
+                keys.setdefault(k)
+    return list(keys)
+
+
+def _png_bytes(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def curves_png(records: list[dict[str, Any]], title: str) -> bytes | None:
+    """All of a run's logged curves in one figure of PANEL_PX-sized panels; None if the log
+    holds no numbers yet."""
+    panels = curve_panels(records)
+    if not panels:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(PANEL_COLUMNS, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    w, h = PANEL_PX
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * w / _DPI, rows * h / _DPI), dpi=_DPI, squeeze=False)
+    for ax, (name, xlabel, lines) in zip(axes.flat, panels):
+        for label, (x, y) in lines.items():
+            # a lone point (a run evaluated once) would be invisible as a line
+            ax.plot(x, y, lw=1.2, label=label, marker="o" if len(x) < 12 else None, ms=3)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if len(lines) > 1:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _png_bytes(fig)
+
+
+def _grid_png(images: Any, image_shape: Sequence[int], nrow: int | None, scale: int = 2) -> bytes:
+    """The same grid as ``steinebm sample`` writes (grids.save_image_grid), kept in memory:
+    the report never writes into a run folder."""
+    from PIL import Image
+
+    from steinebm.grids import image_grid
+
+    img = Image.fromarray(image_grid(images, image_shape, nrow))
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def fresh_samples(run: Run, n: int, gibbs_steps: int, seed: int) -> tuple[bytes | None, str]:
+    """A grid of ``n`` images newly drawn from the run's last checkpoint, and a caption (or,
+    without a picture, the reason). A generator run draws from its generator (one pass); an
+    RBM by ``gibbs_steps`` steps of block Gibbs sampling, kept few because a report should
+    take seconds, not the minutes 1,000 steps of ``steinebm sample`` may take."""
+    if not run.has_checkpoint:
+        return None, "no checkpoint yet, so no fresh samples"
+    import torch
+
+    from steinebm.engine.build import load, load_generator
+    from steinebm.engine.checkpoint import load_checkpoint
+    from steinebm.models.mnist_nets import draw_samples
+
+    ck = load_checkpoint(run.path)
+    shape = ck.get("image_shape") or [1, 28, 28]
+    rng = torch.Generator().manual_seed(seed)
+    step = int(ck.get("step", 0))
+    # Tensors this small run many times faster on one thread than on several that wait for
+    # each other (a Gibbs chain of 100 steps: 0.08 s against seconds on a busy 2-core machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if "generator" in ck:
+            x, nrow = draw_samples(load_generator(run.path), n, rng)
+            return _grid_png(x, shape, nrow), f"{len(x)} fresh samples from the generator (step {step}, seed {seed})"
+        model: Any = load(run.path)
+        if not hasattr(model, "sample"):
+            return None, f"the {type(model).__name__} energy has no sampler, so no fresh samples"
+        with torch.no_grad():
+            x = model.sample(n, n_steps=gibbs_steps, generator=rng)
+    finally:
+        torch.set_num_threads(threads)
+    return _grid_png(x, shape, None), f"{n} fresh samples, {gibbs_steps} Gibbs steps (step {step}, seed {seed})"
+
+
+def _read_png(path: Path) -> bytes | None:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if data.startswith(_PNG_MAGIC) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+
+
+def _e(v: Any) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _img(data: bytes, alt: str, kind: str, source: str = "", cls: str = "") -> str:
+    src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    extra = f' data-source="{_e(source)}"' if source else ""
+    klass = f' class="{cls}"' if cls else ""
+    return f'<img src="{src}" alt="{_e(alt)}" data-kind="{kind}"{extra}{klass}>'
+
+
+def _figure(data: bytes, caption: str, kind: str, source: str = "", cls: str = "") -> str:
+    return f"<figure>{_img(data, caption, kind, source, cls)}<figcaption>{_e(caption)}</figcaption></figure>"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return str(v)
+        return f"{v:.6g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
+    return str(v)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
+    """A table of already-escaped HTML cells."""
+    klass = f' class="{cls}"' if cls else ""
+    head = "<thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr></thead>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table{klass}>{head}<tbody>{body}</tbody></table>"
+
+
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
+def markdown_to_html(text: str, folder: Path, used: set[str] | None = None) -> str:
+    """The markdown a reproduction writes (paragraphs, ``#`` headings, pipe tables, images)
+    as HTML. Images, and table cells that name a PNG beside the file, are inlined from
+    ``folder`` (their names are added to ``used``); links become plain text, since the page
+    must not point outside itself."""
+    used = used if used is not None else set()
+    out: list[str] = []
+    lines = text.splitlines()
+    k = 0
+    while k < len(lines):
+        line = lines[k].strip()
+        if not line:
+            k += 1
+        elif line.startswith("|"):
+            block = []
+            while k < len(lines) and lines[k].strip().startswith("|"):
+                block.append(lines[k].strip())
+                k += 1
+            out.append(_md_table(block, folder, used))
+        elif line.startswith("#"):
+            level = min(6, len(line) - len(line.lstrip("#")) + 2)  # FIGURE.md sits under the page's h2
+            out.append(f"<h{level}>{_md_inline(line.lstrip('#').strip(), folder, used)}</h{level}>")
+            k += 1
+        else:
+            para = []
+            while k < len(lines) and lines[k].strip() and not lines[k].strip().startswith(("|", "#")):
+                para.append(lines[k].strip())
+                k += 1
+            out.append(f"<p>{_md_inline(' '.join(para), folder, used)}</p>")
+    return "\n".join(out)
+
+
+def _md_cells(line: str) -> list[str]:
+    inner = line.strip()
+    inner = inner[1:] if inner.startswith("|") else inner
+    inner = inner[:-1] if inner.endswith("|") else inner
+    return [c.strip() for c in inner.split("|")]
+
+
+def _md_table(block: list[str], folder: Path, used: set[str]) -> str:
+    rows = [_md_cells(b) for b in block]
+    header: list[str] = []
+    if len(rows) > 1 and all(re.fullmatch(r":?-{3,}:?", c) for c in rows[1]):
+        header, rows = rows[0], rows[2:]
+    width = max([len(header), *(len(r) for r in rows)])
+
+    def cell(c: str) -> str:
+        data = _read_png(folder / c) if re.fullmatch(r"[^/\\|]+\.png", c) else None
+        if data is not None:
+            used.add(c)
+            return _img(data, c, "figure", c, "thumb") + f"<div class=small>{_e(c)}</div>"
+        return _md_inline(c, folder, used)
+
+    head = [_md_inline(h, folder, used) for h in header] + [""] * (width - len(header)) if header else []
+    return _table(head, [[cell(c) for c in r] + [""] * (width - len(r)) for r in rows], "md")
+
+
+def _md_inline(text: str, folder: Path, used: set[str]) -> str:
+    parts = []
+    pos = 0
+    for m in _IMAGE.finditer(text):
+        parts.append(_md_text(text[pos : m.start()]))
+        alt, src = m.group(1), m.group(2)
+        data = _read_png(folder / src) if "://" not in src and not src.startswith("data:") else None
+        if data is not None:
+            used.add(src)
+            parts.append(_figure(data, alt or src, "figure", src))
+        else:
+            parts.append(f"<span class=missing>[picture {_e(src)} not found]</span>")
+        pos = m.end()
+    parts.append(_md_text(text[pos:]))
+    return "".join(parts)
+
+
+def _md_text(text: str) -> str:
+    s = _LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})", text)
+    s = html.escape(s, quote=False)
+    s = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", s)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+
+
+def config_differences(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
+    """The config keys whose values are not the same in every run (a key a run's config lacks,
+    or its method does not read, counts as different and shows as "—"), and each run's values of
+    them. ``out_dir`` always differs and names the run, so it is the row label rather than a column."""
+    with_cfg = [r for r in runs if r.config is not None]
+    used = {id(r): _used_keys(r.config or {}) for r in with_cfg}
+    keys: dict[str, None] = {}
+    for r in with_cfg:
+        for k in r.config or {}:
+            if k in used[id(r)]:
+                keys.setdefault(k)
+
+    def val(r: Run, k: str) -> str:
+        cfg = r.config or {}
+        if k not in cfg or k not in used[id(r)]:
+            return "—"
+        v = cfg[k]
+        return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+
+    differ = [k for k in keys if k != "out_dir" and len({val(r, k) for r in with_cfg}) > 1]
+    return differ, [[r.name, *(val(r, k) for k in differ)] for r in with_cfg]
+
+
+def _used_keys(config: dict[str, Any]) -> set[str]:
+    """The keys a saved config's run reads (all of its keys where that cannot be told: a config
+    of another version, or of a method registered by a plugin not loaded here)."""
+    from steinebm.engine.config import from_dict, settings_used
+
+    try:
+        return set(settings_used(from_dict(config)))
+    except UserError:
+        return set(config)
+
+
+def _status(run: Run) -> list[tuple[str, str]]:
+    """How far the run got: steps and epochs logged against what its config asks for."""
+    cfg = run.config or {}
+    rows: list[tuple[str, str]] = [
+        ("method", str(cfg.get("method", "?"))),
+        ("model", str(cfg.get("model", "—"))),  # a DCGAN run has a discriminator, no energy model
+        ("dataset", str(cfg.get("dataset", "?"))),
+    ]
+    if isinstance(cfg.get("data_fingerprint"), str):  # what the run was trained on; older runs record none
+        rows.append(("data fingerprint", cfg["data_fingerprint"][:12]))
+    if not run.records:
+        rows.append(("status", "nothing logged yet"))
+        return rows
+    step = int(max(r["step"] for r in run.records))
+    evals = [r for r in run.records if "epoch" in r]
+    planned = None
+    per_epoch = [r["step"] / r["epoch"] for r in evals if _is_number(r["epoch"]) and r["epoch"] > 0]
+    if per_epoch and _is_number(cfg.get("epochs")):
+        planned = round(per_epoch[-1] * cfg["epochs"])
+        if _is_number(cfg.get("max_steps")) and cfg["max_steps"] > 0:
+            planned = min(planned, int(cfg["max_steps"]))
+    if planned is None:
+        rows.append(("steps done", f"{step} (the planned total shows after the first evaluation past step 0)"))
+    else:
+        state = "finished" if step >= planned else "incomplete (running, or stopped)"
+        rows.append(("steps done", f"{step} of {planned}: {state}"))
+    if evals:
+        rows.append(("last evaluation", f"epoch {_fmt(evals[-1]['epoch'])} of {cfg.get('epochs', '?')}"))
+    try:
+        # tells a run still being written from one that stopped long ago
+        mtime = (run.path / "metrics.jsonl").stat().st_mtime
+        rows.append(("log last written", time.strftime("%Y-%m-%d %H:%M", time.localtime(mtime))))
+    except OSError:
+        pass
+    return rows
+
+
+def _last_values(run: Run) -> str:
+    train = [r for r in run.records if "epoch" not in r]
+    evals = [r for r in run.records if "epoch" in r]
+    rows = []
+    for what, recs in (("last training line", train), ("last evaluation", evals)):
+        if recs:
+            rec = recs[-1]
+            values = ", ".join(f"{_e(k)} = {_e(_fmt(v))}" for k, v in rec.items())
+            rows.append([_e(what), values])
+    for name, scores in run.scores.items():
+        rows.append([_e(name), ", ".join(f"{_e(k)} = {_e(_fmt(v))}" for k, v in scores.items())])
+    return _table([], rows, "kv") if rows else ""
+
+
+def _run_html(run: Run, samples: int, gibbs_steps: int, seed: int) -> str:
+    parts = [f'<section class=run id="{run.anchor}"><h3>{_e(run.name)}</h3>']
+    parts.append(f"<div class=small>{_e(run.path)}</div>")
+    parts.append(_table([], [[_e(k), _e(v)] for k, v in _status(run)], "kv"))
+    parts.append(_last_values(run))
+    pics = []
+    curves = curves_png(run.records, run.name)
+    if curves is not None:
+        pics.append(_figure(curves, f"metrics.jsonl of {run.name}", "curves", "metrics.jsonl"))
+    for p in run.pngs:
+        data = _read_png(p)
+        if data is not None:
+            pics.append(_figure(data, p.name, "existing", p.name, "grid"))
+    if samples > 0:
+        data, caption = fresh_samples(run, samples, gibbs_steps, seed)
+        if data is not None:
+            pics.append(_figure(data, caption, "samples", cls="grid"))
+        else:
+            pics.append(f"<p class=small>{_e(caption)}</p>")
+    if pics:
+        parts.append("<div class=pics>" + "".join(pics) + "</div>")
+    if run.config is not None:
+        text = yaml.safe_dump(run.config, sort_keys=False)
+        parts.append(f"<details><summary>config.yaml</summary><pre>{_e(text)}</pre></details>")
+    else:
+        parts.append("<p class=small>no config.yaml in this folder</p>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1160px;
+       padding: 16px 24px; color: #1d232a; background: #fff; }
+h1 { font-size: 22px; margin: 8px 0; } h2 { font-size: 18px; border-bottom: 2px solid #d0d7de; padding-bottom: 4px;
+       margin-top: 32px; } h3 { font-size: 15px; margin: 18px 0 4px; }
+table { border-collapse: collapse; margin: 8px 0; font-size: 13px; }
+th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f3f5f7; } table.kv td:first-child { color: #57606a; white-space: nowrap; }
+.small { color: #57606a; font-size: 12px; } .missing { color: #b42318; }
+.pics { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
+figure { margin: 6px 0; } figcaption { font-size: 12px; color: #57606a; }
+img { max-width: 100%; height: auto; } img.grid, img.thumb { image-rendering: pixelated; }
+img.thumb { max-width: 240px; } img.broken { outline: 3px solid #b42318; }
+section.run { border-top: 1px solid #eaeef2; padding-top: 4px; }
+pre { background: #f6f8fa; padding: 8px; font-size: 12px; overflow-x: auto; }
+nav { font-size: 13px; } nav div { margin: 2px 0; } nav a { margin-right: 12px; white-space: nowrap; }
+.wide { overflow-x: auto; } .diff td { font-family: ui-monospace, monospace; font-size: 12px; }
+"""
+
+# Marks the page with how many of its pictures decoded (and outlines any that did not), so a
+# headless browser run can check that the page renders without a JavaScript console.
+_SCRIPT = """
+window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.images), ok = 0;
+  imgs.forEach(function (im) { if (im.complete && im.naturalWidth > 0) { ok++; } else { im.className += " broken"; } });
+  document.body.setAttribute("data-images-loaded", String(ok));
+  document.body.setAttribute("data-images-total", String(imgs.length));
+});
+"""
+
+
+def render_report(units: Sequence[Unit], samples: int = 64, gibbs_steps: int = 100, seed: int = 0) -> str:
+    """The page, as one HTML string (see the module docstring)."""
+    runs = [r for u in units for r in u.runs]
+    title = "steinebm report: " + ", ".join(u.path.resolve().name for u in units)
+    body = [f"<h1>{_e(title)}</h1>"]
+    body.append(
+        f"<p class=small>{len(units)} folder(s), {len(runs)} run(s). "
+        + (
+            f"Fresh samples: {samples} per run ({gibbs_steps} Gibbs steps for an RBM, seed {seed})."
+            if samples
+            else "No fresh samples (only pictures already in the folders)."
+        )
+        + "</p>"
+    )
+    nav = []
+    for u in units:
+        links = " ".join(f'<a href="#{r.anchor}">{_e(r.name)}</a>' for r in u.runs)
+        nav.append(f'<div><a href="#{u.anchor}"><strong>{_e(u.path)}</strong></a> {links}</div>')
+    if len(runs) > 1 or any(not u.is_run for u in units):
+        body.append("<nav>" + "".join(nav) + "</nav>")
+
+    body.append('<h2 id="differences">Settings that differ</h2>')
+    if len([r for r in runs if r.config is not None]) < 2:
+        body.append("<p class=small>fewer than two runs with a config.yaml: nothing to compare</p>")
+    else:
+        keys, rows = config_differences(runs)
+        if keys:
+            body.append(
+                "<p class=small>config keys whose values are not the same in every run (out_dir, which always "
+                "differs, names the row); every other key is equal in all runs.</p>"
+            )
+            table = _table(["run", *map(_e, keys)], [[_e(c) for c in row] for row in rows], "diff")
+            body.append(f"<div class=wide>{table}</div>")  # many keys scroll, not spill over the page
+        else:
+            body.append("<p class=small>all runs have the same config (apart from out_dir)</p>")
+
+    for u in units:
+        if u.is_run:
+            body.append(f'<h2 id="{u.anchor}">run {_e(u.path)}</h2>')
+        else:
+            body.append(f'<h2 id="{u.anchor}">{_e(u.path)}</h2>')
+            used: set[str] = set()
+            for md in u.markdown:
+                try:
+                    text = md.read_text()
+                except (OSError, UnicodeDecodeError) as e:
+                    raise UserError(f"cannot read {md} ({e}): restore it") from None
+                body.append(f"<h3>{_e(md.name)}: the paper against this reproduction</h3>")
+                body.append(markdown_to_html(text, md.parent, used))
+            rest = [p for p in u.figures if p.name not in used]
+            pics = [_figure(d, p.name, "figure", p.name) for p in rest if (d := _read_png(p)) is not None]
+            if pics:
+                body.append("<h3>figures</h3><div class=pics>" + "".join(pics) + "</div>")
+            if u.summary is not None:
+                body.append(f"<details><summary>summary.json</summary><pre>{_e(u.summary)}</pre></details>")
+            if not u.runs:
+                body.append("<p class=small>no run folders below this one</p>")
+        for r in u.runs:
+            body.append(_run_html(r, samples, gibbs_steps, seed))
+
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + f"\n<script>{_SCRIPT}</script>\n</body></html>\n"
+    )
+
+
+def write_report(
+    paths: Sequence[str | Path],
+    out: str | Path = "report.html",
+    samples: int = 64,
+    gibbs_steps: int = 100,
+    seed: int = 0,
+) -> Path:
+    """Read the runs, render the page and write it to ``out``; returns ``out``."""
+    if samples < 0:
+        raise UserError(f"--samples must be >= 0, got {samples}")
+    if gibbs_steps < 1:
+        raise UserError(f"--gibbs-steps must be >= 1, got {gibbs_steps}")
+    units = collect_units(paths)
+    page = render_report(units, samples, gibbs_steps, seed)
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot write {out} ({e.strerror or e}): choose a writable path with --out") from None
+    return out

@@ -1,0 +1,283 @@
+"""The joint-energy SteinGAN on MNIST against the class-conditional DCGAN (``steinebm reproduce
+mnist-joint``): the authors' ``mnist_steingan.py`` at full scale (configs/mnist-joint-*.yaml),
+with and without the kernel, and the DCGAN on the same generator and epochs.
+
+Each generator is judged, beside the real training set, by
+
+- the inception score of ``is_samples`` images (every class equally often) under both MNIST
+  classifiers, with the classes seen and the share each classifier reads as the label the image
+  was drawn for;
+- FID against the 10,000 test images, in the feature space of each MNIST classifier (their last
+  hidden layer): ``fid_samples`` generated (or real training) images;
+- the paper's train-on-generated measure (Figure 2): a ResNet trained on ``transfer_images``
+  labelled generated images, its accuracy on the real test set, for two depths (ResNet-8 and
+  ResNet-20); beside it the real training images and 500 real images repeated 100 times;
+- near-duplicates among 2,000 images, and a 10 x 20 grid (one row per digit) like the authors'
+  ``mnist_samples.png``, scored as one split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from steinebm.data import load_dataset
+from steinebm.engine.config import Config
+from steinebm.errors import UserError
+from steinebm.naming import slug
+
+__all__ = ["JOINT_RUNS", "TRANSFER_DEPTHS", "mnist_joint", "conditional_images"]
+
+# name -> (preset, overrides)
+JOINT_RUNS: dict[str, tuple[str, list[str]]] = {
+    "SteinGAN": ("mnist-joint-steingan", []),
+    "SteinGAN without kernel": ("mnist-joint-steingan", ["gen_kernel=constant"]),
+    "DCGAN": ("mnist-joint-dcgan", []),
+}
+TRANSFER_DEPTHS = {"ResNet-8": 1, "ResNet-20": 3}  # basic blocks per stage
+GRID_ROWS, GRID_COLS = 10, 20  # the authors' mnist_samples.png: a row of 20 per digit
+
+
+@torch.no_grad()
+def conditional_images(G: Any, labels: Tensor, seed: int = 0, batch_size: int = 1000) -> Tensor:
+    """Images (n, 784) of a class-conditional generator for the given labels (n,), from seeded
+    noise drawn on the CPU, in batches of ``batch_size`` (its BatchNorm may use batch statistics)."""
+    from steinebm.models.mnist_nets import uniform_noise
+
+    device = next(G.parameters()).device
+    rng = torch.Generator().manual_seed(seed)
+    was = G.training
+    G.eval()
+    try:
+        out = []
+        for k in range(0, len(labels), batch_size):
+            y = labels[k : k + batch_size]
+            xi = uniform_noise(len(y), G.noise_dim, rng).to(device)
+            out.append(G(xi, y.to(device)).reshape(len(y), -1).cpu())
+    finally:
+        G.train(was)
+    return torch.cat(out)
+
+
+def _balanced(n: int, k: int = 10) -> Tensor:
+    """Labels 0..k-1 in turn, (n,): every class equally often, in any prefix as evenly as can be."""
+    return torch.arange(n) % k
+
+
+def _judge(
+    x: Tensor,
+    y: Tensor,
+    test: Any,
+    fid_samples: int,
+    transfer_images: int,
+    transfer_epochs: int,
+    log: Callable[[str], None],
+    name: str,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Every measure of the module docstring for images x (n, 784) drawn with labels y (n,)."""
+    from steinebm.evaluation.likelihood import near_duplicate_fraction
+    from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS, classifier_fid, label_agreement, score_images
+
+    row: dict[str, Any] = dict(score_images(x))
+    for c in MNIST_CLASSIFIERS:
+        row[f"{c}_label_agreement"] = label_agreement(x, y, c)
+        row[f"{c}_fid"] = classifier_fid(x[:fid_samples], test.x, c)
+    row["near_duplicates"] = near_duplicate_fraction(x)
+    for depth, blocks in TRANSFER_DEPTHS.items():
+        log(f"mnist-joint: {name}: training {depth} on {min(transfer_images, len(x)):,} images")
+        row[f"transfer_{depth}"] = _transfer(
+            x[:transfer_images], y[:transfer_images], test, blocks, transfer_epochs, device
+        )
+    return row
+
+
+def _transfer(x: Tensor, y: Tensor, test: Any, blocks: int, epochs: int, device: str) -> float:
+    """Test accuracy of a ResNet (``blocks`` per stage) trained on labelled images (x, y)."""
+    from steinebm.evaluation.transfer import train_on_images_accuracy
+
+    return train_on_images_accuracy(
+        x, y, test.x, test.y, epochs=epochs, batch_size=128, lr=0.1, seed=0, device=device,
+        augment=False,  # crops and left-right flips change what a digit is
+        image_shape=(1, 28, 28), num_classes=10, blocks=blocks,
+    )  # fmt: skip
+
+
+def mnist_joint(
+    out: str | Path = "runs/mnist-joint",
+    dataset: str = "mnist",
+    data_dir: str | None = None,
+    epochs: int = 100,
+    n_train: int = 0,
+    jobs: int = 2,
+    device: str = "cpu",
+    is_samples: int = 50_000,
+    fid_samples: int = 10_000,
+    transfer_images: int = 50_000,
+    transfer_epochs: int = 10,
+    authors_grid: str | Path | None = None,
+    duplicates: tuple[int, int] = (500, 100),
+    eval_samples: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train the three runs of :data:`JOINT_RUNS` (resuming any that are unfinished), judge each
+    generator and the real data, and write mnist-joint.md, summary.json and the grids.
+    ``duplicates``: the paper's baseline of (n real images, each repeated k times);
+    ``eval_samples``: images scored at each of a run's evaluations (default: the presets')."""
+    import dataclasses
+    import json
+
+    from steinebm.engine.build import load_generator
+    from steinebm.engine.config import load_config
+    from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS, read_grid, score_images
+    from steinebm.evaluation.transfer import duplicate_baseline
+    from steinebm.grids import save_image_grid
+    from steinebm.reproduction.reproduce import run_many
+
+    if dataset not in ("mnist", "mnist-embedded"):
+        raise UserError(f"mnist-joint is MNIST's experiment (its classifiers judge digits), not {dataset}'s")
+    if min(is_samples, fid_samples, transfer_images) < GRID_ROWS * GRID_COLS:
+        raise UserError(f"mnist-joint needs at least {GRID_ROWS * GRID_COLS} images for each measure")
+    if max(fid_samples, transfer_images) > is_samples:
+        raise UserError(
+            f"mnist-joint draws {is_samples:,} images (--is-samples) and measures FID and the trained classifier on "
+            "some of them: --fid-samples and --transfer-images must not exceed it"
+        )
+    out = Path(out)
+    data = load_dataset(dataset, data_dir)  # before anything is created
+    theirs = read_grid(authors_grid, GRID_ROWS, GRID_COLS) if authors_grid is not None else None
+    cfgs: dict[str, Config] = {}
+    for name, (preset, extra) in JOINT_RUNS.items():
+        cfg = load_config(
+            preset,
+            [f"dataset={dataset}", f"epochs={epochs}", f"n_train={n_train}", f"device={device}", *extra]
+            + ([] if eval_samples is None else [f"eval_samples={eval_samples}"]),
+        )
+        cfgs[name] = dataclasses.replace(cfg, data_dir=data_dir, out_dir=str(out / slug(name)))
+    out.mkdir(parents=True, exist_ok=True)
+    results = dict(zip(cfgs, run_many(list(cfgs.values()), jobs, log)))
+
+    rows: dict[str, dict[str, Any]] = {}
+    grid_y = torch.arange(GRID_ROWS).repeat_interleave(GRID_COLS)
+    for name, res in results.items():
+        if res["diverged"]:
+            rows[name] = {"diverged": res["diverged"]}
+            continue
+        G = load_generator(res["out_dir"]).to(device)
+        y = _balanced(is_samples)
+        x = conditional_images(G, y)
+        log(f"mnist-joint: judging {name}")
+        rows[name] = _judge(x, y, data.test, fid_samples, transfer_images, transfer_epochs, log, name, device)
+        grid = conditional_images(G, grid_y, seed=1, batch_size=len(grid_y))
+        png = save_image_grid(grid, out / f"mnist-joint-{slug(name)}.png", (1, 28, 28), nrow=GRID_COLS)
+        rows[name]["grid"] = png.name
+        rows[name].update({f"grid_{k}": v for k, v in score_images(grid, n_splits=1).items() if "std" not in k})
+    n_real = min(is_samples, len(data.train.x))
+    real = _judge(
+        data.train.x[:n_real],
+        data.train.y[:n_real],
+        data.test,
+        fid_samples,
+        transfer_images,
+        transfer_epochs,
+        log,
+        "the real training set",
+        device,
+    )
+    rows["real training images"] = real
+    x_dup, y_dup = duplicate_baseline(data.train.x, data.train.y, n=duplicates[0], copies=duplicates[1], seed=0)
+    dup = {
+        f"transfer_{d}": _transfer(x_dup, y_dup, data.test, b, transfer_epochs, device)
+        for d, b in TRANSFER_DEPTHS.items()
+    }
+    rows[f"{duplicates[0]} real images x {duplicates[1]}"] = dup
+    if theirs is not None:
+        their = {f"grid_{k}": v for k, v in score_images(theirs, n_splits=1).items() if "std" not in k}
+        from steinebm.evaluation.sample_scores import label_agreement
+
+        for c in MNIST_CLASSIFIERS:
+            their[f"grid_{c}_label_agreement"] = label_agreement(theirs, grid_y, c)
+        rows["the authors' grid"] = {"grid": Path(str(authors_grid)).name, **their}
+    summary = {
+        "epochs": epochs,
+        "is_samples": is_samples,
+        "fid_samples": fid_samples,
+        "transfer_images": transfer_images,
+        "transfer_epochs": transfer_epochs,
+        "rows": rows,
+        "claims": _claims(rows),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "mnist-joint.md").write_text(mnist_joint_markdown(summary))
+    return summary
+
+
+def _claims(rows: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+    """The paper's claims for the joint-energy SteinGAN, judged where every choice agrees."""
+    from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS
+
+    sg, dc = rows.get("SteinGAN", {}), rows.get("DCGAN", {})
+    claims = []
+    if "mnist_is" in sg:
+        scores = [sg[f"{c}_is"] for c in MNIST_CLASSIFIERS]
+        ok = [s >= 9 for s in scores]
+        verdict = "held" if all(ok) else "not held" if not any(ok) else "classifiers disagree"
+        claims.append(
+            {
+                "claim": "SteinGAN's inception score reaches 9",
+                "measured": ", ".join(f"{c} {s:.2f}" for c, s in zip(MNIST_CLASSIFIERS, scores)),
+                "verdict": verdict,
+            }
+        )
+    if "transfer_ResNet-8" in sg and "transfer_ResNet-8" in dc:
+        wins = [sg[f"transfer_{d}"] >= dc[f"transfer_{d}"] for d in TRANSFER_DEPTHS]
+        verdict = "held" if all(wins) else "not held" if not any(wins) else "classifiers disagree"
+        claims.append(
+            {
+                "claim": "a classifier trained on SteinGAN's images beats one trained on DCGAN's",
+                "measured": ", ".join(
+                    f"{d} {100 * sg[f'transfer_{d}']:.2f} % vs {100 * dc[f'transfer_{d}']:.2f} %"
+                    for d in TRANSFER_DEPTHS
+                ),
+                "verdict": verdict,
+            }
+        )
+    return claims
+
+
+def mnist_joint_markdown(summary: dict[str, Any]) -> str:
+    from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS
+
+    def cell(row: dict[str, Any], key: str, fmt: str) -> str:
+        return format(row[key], fmt) if key in row else ""
+
+    cols = (
+        [(f"IS {c}", f"{c}_is", ".2f") for c in MNIST_CLASSIFIERS]
+        + [(f"label read {c}", f"{c}_label_agreement", ".3f") for c in MNIST_CLASSIFIERS]
+        + [(f"FID {c}", f"{c}_fid", ".2f") for c in MNIST_CLASSIFIERS]
+        + [(f"accuracy, {d} trained on it", f"transfer_{d}", ".4f") for d in TRANSFER_DEPTHS]
+        + [("near-duplicates", "near_duplicates", ".3f")]
+        + [(f"grid IS {c}", f"grid_{c}_is", ".2f") for c in MNIST_CLASSIFIERS]
+        + [("grid", "grid", "")]
+    )
+    lines = [
+        f"The joint-energy SteinGAN on MNIST, {summary['epochs']} epochs, seed 0. Inception scores of "
+        f"{summary['is_samples']:,} images, FID of {summary['fid_samples']:,} against the 10,000 test images (in "
+        f"each classifier's last hidden layer), test accuracy of a ResNet trained {summary['transfer_epochs']} "
+        f"epochs on {summary['transfer_images']:,} images; grids of 10 rows x 20 (one split).",
+        "",
+        "| | " + " | ".join(h for h, _, _ in cols) + " |",
+        "| --- |" + " --- |" * len(cols),
+    ]
+    for name, row in summary["rows"].items():
+        if "diverged" in row:
+            lines.append(f"| {name} | diverged: {row['diverged']} |" + " |" * (len(cols) - 1))
+            continue
+        lines.append(f"| {name} | " + " | ".join(cell(row, k, f) for _, k, f in cols) + " |")
+    lines += ["", "| claim | measured | verdict |", "| --- | --- | --- |"]
+    lines += [f"| {c['claim']} | {c['measured']} | {c['verdict']} |" for c in summary["claims"]]
+    return "\n".join(lines) + "\n"
