@@ -40,6 +40,8 @@ MODULES = [
     "steinebm.evaluation.sample_scores",
     "steinebm.reproduction.reproduce_fig1c",
     "steinebm.data",
+    "steinebm.data.base",
+    "steinebm.data.fetch",
     "steinebm.engine.provenance",
     "steinebm.engine.config",
     "steinebm.engine.build",

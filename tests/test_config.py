@@ -380,3 +380,18 @@ def test_only_the_keys_a_run_reads_are_saved_and_compared(tmp_path):
     # a resume's comparison ignores a key neither run reads, and sees one that both read
     assert config_diff({**cfg.to_dict(), "epsilon": 0.01}, cfg) == []
     assert config_diff({**cfg.to_dict(), "cd_k": 5}, cfg) == ["cd_k"]
+
+
+def test_an_unread_key_is_named_in_one_line_and_left_out_of_config_yaml(tmp_path, capsys):
+    import yaml
+
+    from steinebm.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "method=cd", "epsilon=0.5", "dataset=mnist-embedded", "n_train=40", "batch_size=10"]
+    assert main([*args, "n_hidden=3", "max_steps=1", "progress=false", f"out_dir={run}"]) == 0
+    err = capsys.readouterr().err
+    notes = [ln for ln in err.splitlines() if "does not read" in ln]
+    assert notes == ["steinebm: method=cd does not read epsilon: ignored, and left out of config.yaml"]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert "epsilon" not in saved and saved["cd_k"] == 1 and saved["method"] == "cd"

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from steinebm import data as D
+from steinebm.data import fetch as DF
+from steinebm.data import idx as DI
 from steinebm.errors import DataError
 
-SUBSET = Path(D.__file__).parent / "assets" / "mnist-subset"
+SUBSET = Path(D.__file__).parents[1] / "assets" / "mnist-subset"
 TRAIN_HIST = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_HIST = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
@@ -98,25 +100,25 @@ def test_corrupt_file_fails_md5(tmp_path):
     raw[-1] ^= 0xFF
     p.write_bytes(bytes(raw))
     with pytest.raises(DataError, match="md5"):
-        D._read_mnist_folder(folder, D.SUBSET_FILES, 1000, "x")
+        DI._read_mnist_folder(folder, DI.SUBSET_FILES, 1000, "x")
 
 
 def test_download_checks_md5(tmp_path, monkeypatch):
     # a local "mirror" served over file://, once intact and once corrupt
     mirror = tmp_path / "mirror"
     shutil.copytree(SUBSET, mirror)
-    monkeypatch.setattr(D, "MNIST_MIRRORS", (mirror.as_uri() + "/",))
+    monkeypatch.setattr(DI, "MNIST_MIRRORS", (mirror.as_uri() + "/",))
     dest = tmp_path / "cache"
-    D._download(D.SUBSET_FILES, dest)
-    for name, md5 in D.SUBSET_FILES.items():
+    DF._download(DI.SUBSET_FILES, dest, DI.MNIST_MIRRORS)
+    for name, md5 in DI.SUBSET_FILES.items():
         assert hashlib.md5((dest / name).read_bytes()).hexdigest() == md5
     bad = tmp_path / "badmirror"
     shutil.copytree(SUBSET, bad)
     (bad / "t10k-labels-idx1-ubyte.gz").write_bytes(b"tampered")
-    monkeypatch.setattr(D, "MNIST_MIRRORS", (bad.as_uri() + "/",))
+    monkeypatch.setattr(DI, "MNIST_MIRRORS", (bad.as_uri() + "/",))
     dest2 = tmp_path / "cache2"
     with pytest.raises(DataError, match="md5"):
-        D._download(D.SUBSET_FILES, dest2)
+        DF._download(DI.SUBSET_FILES, dest2, DI.MNIST_MIRRORS)
     assert not (dest2 / "t10k-labels-idx1-ubyte.gz").exists()  # nothing unchecked is kept
 
 
@@ -228,11 +230,11 @@ def fake_fashion(tmp_path, monkeypatch) -> tuple[Path, dict[str, np.ndarray]]:
     folder = tmp_path / "data" / "fashion-mnist"
     arrays = _tiny_set(folder)
     for name, md5 in _md5_of(folder).items():
-        monkeypatch.setitem(D.FASHION_MNIST_FILES, name, md5)
+        monkeypatch.setitem(DI.FASHION_MNIST_FILES, name, md5)
         monkeypatch.setitem(
-            D.FASHION_MNIST_CONTENT, name, hashlib.md5(gzip.decompress((folder / name).read_bytes())).hexdigest()
+            DI.FASHION_MNIST_CONTENT, name, hashlib.md5(gzip.decompress((folder / name).read_bytes())).hexdigest()
         )
-    monkeypatch.setattr(D, "MNIST_N_VAL", 2)
+    monkeypatch.setattr(DI, "MNIST_N_VAL", 2)
     return folder, arrays
 
 
@@ -259,7 +261,7 @@ def test_fashion_mnist_gzipped_again_passes_by_its_contents(fake_fashion):
     folder, arrays = fake_fashion
     p = folder / NAMES[0]
     p.write_bytes(gzip.compress(_idx_bytes(arrays[NAMES[0]]), mtime=1234567))
-    assert hashlib.md5(p.read_bytes()).hexdigest() != D.FASHION_MNIST_FILES[NAMES[0]]
+    assert hashlib.md5(p.read_bytes()).hexdigest() != DI.FASHION_MNIST_FILES[NAMES[0]]
     assert len(D.load_fashion_mnist(folder).train) == 10
     # other contents under the same name: refused, and told to use dataset=idx
     p.write_bytes(gzip.compress(_idx_bytes(_images(12, start=7)), mtime=0))
@@ -298,9 +300,9 @@ def test_fashion_download_writes_only_checked_files(tmp_path, monkeypatch):
     mirror = tmp_path / "mirror"
     _tiny_set(mirror)
     for name, md5 in _md5_of(mirror).items():
-        monkeypatch.setitem(D.FASHION_MNIST_FILES, name, md5)
-    monkeypatch.setattr(D, "FASHION_MNIST_MIRRORS", (mirror.as_uri() + "/",))
-    monkeypatch.setattr(D, "MNIST_N_VAL", 2)
+        monkeypatch.setitem(DI.FASHION_MNIST_FILES, name, md5)
+    monkeypatch.setattr(DI, "FASHION_MNIST_MIRRORS", (mirror.as_uri() + "/",))
+    monkeypatch.setattr(DI, "MNIST_N_VAL", 2)
     monkeypatch.delenv("STEINEBM_OFFLINE")
     ds = D.load_fashion_mnist(tmp_path / "cache")
     assert ds.source == str(tmp_path / "cache" / "fashion-mnist") and len(ds.test) == 5
@@ -325,8 +327,8 @@ def test_real_fashion_mnist_checksums_and_counts():
         original = (
             b"\x1f\x8b\x08\x08" + struct.pack("<I", mtimes[name]) + b"\x00\x03" + name[:-3].encode() + b"\0" + blob[10:]
         )
-        assert hashlib.md5(original).hexdigest() == D.FASHION_MNIST_FILES[name]
-        assert hashlib.md5(gzip.decompress(blob)).hexdigest() == D.FASHION_MNIST_CONTENT[name]
+        assert hashlib.md5(original).hexdigest() == DI.FASHION_MNIST_FILES[name]
+        assert hashlib.md5(gzip.decompress(blob)).hexdigest() == DI.FASHION_MNIST_CONTENT[name]
     ds = D.load_dataset("fashion-mnist", FASHION_SYSTEM)
     assert (len(ds.train), len(ds.val), len(ds.test)) == (50_000, 10_000, 10_000)
     # Fashion-MNIST is balanced: 6,000 training and 1,000 test images of each kind

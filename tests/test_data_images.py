@@ -14,6 +14,10 @@ import torch
 from PIL import Image
 
 from steinebm import data as D
+from steinebm.data import base as DB
+from steinebm.data import cifar as DC
+from steinebm.data import fetch as DF
+from steinebm.data import images as DM
 from steinebm.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +29,7 @@ CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "
 
 @pytest.fixture
 def full_cifar_dir() -> Path:
-    if not all((FULL_CIFAR / n).exists() for n in D.CIFAR10_FILES):
+    if not all((FULL_CIFAR / n).exists() for n in DC.CIFAR10_FILES):
         pytest.skip(f"full CIFAR-10 not found at {FULL_CIFAR} (set STEINEBM_TEST_DATA to the folder holding cifar10/)")
     return FULL_CIFAR
 
@@ -57,12 +61,12 @@ def _write_cifar(folder: Path, n_per_batch: int = 4, n_test: int = 6) -> dict[st
     _write_batch(folder / "test_batch", _cifar_images(n_test, offset=0), [j % 10 for j in range(n_test)])
     meta = {b"num_cases_per_batch": n_per_batch, b"label_names": [s.encode() for s in CIFAR_NAMES], b"num_vis": 3072}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
-    return {n: hashlib.md5((folder / n).read_bytes()).hexdigest() for n in D.CIFAR10_FILES}
+    return {n: hashlib.md5((folder / n).read_bytes()).hexdigest() for n in DC.CIFAR10_FILES}
 
 
 def test_cifar_pixels_round_trip_in_chw_order(tmp_path):
     md5s = _write_cifar(tmp_path / "c")
-    ds = D._read_cifar_folder(tmp_path / "c", md5s, n_val=5)
+    ds = DC._read_cifar_folder(tmp_path / "c", md5s, n_val=5)
     assert (len(ds.train), len(ds.val), len(ds.test)) == (15, 5, 6)
     assert ds.image_shape == (3, 32, 32) and ds.dim == 3072 and ds.classes == tuple(CIFAR_NAMES)
     assert ds.train.x.dtype == torch.float32 and ds.test.y.dtype == torch.int64
@@ -99,7 +103,7 @@ def test_cifar_md5_mismatch(tmp_path):
     raw[-10] ^= 0xFF
     p.write_bytes(bytes(raw))
     with pytest.raises(DataError, match="data_batch_3 has md5"):
-        D._read_cifar_folder(tmp_path / "c", md5s, n_val=5)
+        DC._read_cifar_folder(tmp_path / "c", md5s, n_val=5)
 
 
 def test_real_cifar_md5s_reject_synthetic_files(tmp_path):
@@ -149,7 +153,7 @@ def test_malicious_batch_with_matching_md5_is_refused(tmp_path):
     (tmp_path / "c" / "test_batch").write_bytes(_malicious_payloads(marker)["eval"])
     md5s["test_batch"] = hashlib.md5((tmp_path / "c" / "test_batch").read_bytes()).hexdigest()
     with pytest.raises(DataError, match="test_batch asks to load .*eval.*refused"):
-        D._read_cifar_folder(tmp_path / "c", md5s, n_val=5)
+        DC._read_cifar_folder(tmp_path / "c", md5s, n_val=5)
     assert not marker.exists()
 
 
@@ -197,8 +201,8 @@ def test_cifar_missing_says_where_to_put_files(tmp_path):
 @pytest.mark.parametrize("where", [".", "cifar10/cifar-10-batches-py", "cifar-10-batches-py"])
 def test_cifar_folder_locations(tmp_path, where, monkeypatch):
     md5s = _write_cifar(tmp_path / where)
-    monkeypatch.setattr(D, "CIFAR10_FILES", md5s)
-    monkeypatch.setattr(D, "CIFAR10_N_VAL", 5)
+    monkeypatch.setattr(DC, "CIFAR10_FILES", md5s)
+    monkeypatch.setattr(DC, "CIFAR10_N_VAL", 5)
     ds = D.load_dataset("cifar10", tmp_path)
     assert Path(ds.source) == tmp_path / where
     assert (len(ds.train), len(ds.val), len(ds.test)) == (15, 5, 6)
@@ -224,16 +228,16 @@ def test_cifar_download_checks_md5_and_extracts(tmp_path, monkeypatch):
     archive = tmp_path / "mirror.tar.gz"
     archive_md5 = _tar(archive, files)
     monkeypatch.delenv("STEINEBM_OFFLINE")
-    monkeypatch.setattr(D, "CIFAR10_FILES", md5s)
-    monkeypatch.setattr(D, "CIFAR10_N_VAL", 5)
-    monkeypatch.setattr(D, "CIFAR10_URL", archive.as_uri())
+    monkeypatch.setattr(DC, "CIFAR10_FILES", md5s)
+    monkeypatch.setattr(DC, "CIFAR10_N_VAL", 5)
+    monkeypatch.setattr(DC, "CIFAR10_URL", archive.as_uri())
     # a corrupt download is not kept
-    monkeypatch.setattr(D, "CIFAR10_ARCHIVE_MD5", "0" * 32)
+    monkeypatch.setattr(DC, "CIFAR10_ARCHIVE_MD5", "0" * 32)
     with pytest.raises(DataError, match="md5"):
         D.load_cifar10(tmp_path / "cache")
     assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
     # an intact one is extracted into cifar10/cifar-10-batches-py, and the archive removed
-    monkeypatch.setattr(D, "CIFAR10_ARCHIVE_MD5", archive_md5)
+    monkeypatch.setattr(DC, "CIFAR10_ARCHIVE_MD5", archive_md5)
     ds = D.load_cifar10(tmp_path / "cache")
     assert (len(ds.train), len(ds.val), len(ds.test)) == (15, 5, 6)
     got = sorted(p.relative_to(tmp_path / "cache").as_posix() for p in (tmp_path / "cache").rglob("*") if p.is_file())
@@ -259,7 +263,7 @@ def test_unsafe_archives_are_refused(tmp_path, files, links):
     dest = tmp_path / "a" / "out"
     dest.mkdir()
     with pytest.raises(DataError, match="holds an unsafe member|holds a link"):
-        D._safe_extract(archive, dest, "cifar-10-batches-py")
+        DF._safe_extract(archive, dest, "cifar-10-batches-py")
     assert not (tmp_path / "a" / "evil").exists() and not Path("/tmp/steinebm-evil-absolute").exists()
     assert list(dest.iterdir()) == []
 
@@ -411,7 +415,7 @@ def test_max_images_and_memory_guard(tmp_path, monkeypatch):
     ds = D.load_image_folder(tmp_path, image_size=4, max_images=6)
     x, _ = _all(ds)
     assert sorted(round(float(v) * 255) for v in x[:, 0]) == [0, 20, 40, 60, 80, 100]  # the first 6 files
-    monkeypatch.setattr(D, "_physical_memory", lambda: 1000)
+    monkeypatch.setattr(DB, "_physical_memory", lambda: 1000)
     with pytest.raises(DataError, match="max_images"):
         D.load_image_folder(tmp_path, image_size=4)
 
@@ -530,8 +534,8 @@ def test_lsun_image_folder_and_missing(tmp_path):
 def test_datasets_listed_and_split_slots_match_indexing():
     assert {"cifar10", "celeba", "lsun", "image-folder", "mnist", "mnist-embedded"} <= set(D.DATASETS)
     for n in (3, 7, 40, 101):
-        h = D._holdout_size(n, "x")
-        perm, split, row = D._split_slots(n, h)
+        h = DB._holdout_size(n, "x")
+        perm, split, row = DM._split_slots(n, h)
         assert sorted(perm.tolist()) == list(range(n))
         n_tr = n - 2 * h
         for k, idx in ((0, perm[:n_tr]), (2, perm[n_tr : n_tr + h]), (1, perm[n_tr + h :])):

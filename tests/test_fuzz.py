@@ -58,11 +58,15 @@ from PIL import Image
 
 from steinebm import data as D
 from steinebm.cli import main as cli_main
+from steinebm.data import cifar as DC
+from steinebm.data import fetch as DF
+from steinebm.data import idx as DI
+from steinebm.data import images as DM
 from steinebm.engine.config import CHOICES, Config, load_config
 from steinebm.errors import ConfigError, DataError, UserError
 
 HERE = Path(__file__).resolve().parent
-SUBSET = Path(D.__file__).parent / "assets" / "mnist-subset"
+SUBSET = Path(D.__file__).parents[1] / "assets" / "mnist-subset"
 
 
 def _sibling(name: str) -> ModuleType:
@@ -296,19 +300,19 @@ def test_fuzz_mnist_folder_structure(case: tuple[dict[str, np.ndarray], int, str
     with scratch() as d:
         for name, arr in arrays.items():
             _write_idx(d / name, arr)
-        assert_one_line_error(lambda: D._read_mnist_folder(d, _md5s(d, arrays), n_val, "mnist"), DataError)
+        assert_one_line_error(lambda: DI._read_mnist_folder(d, _md5s(d, arrays), n_val, "mnist"), DataError)
 
 
 _MNIST_FILE_KINDS = st.sampled_from(["tiny-idx", "garbage", "empty", "folder", "subset-file-renamed"])
 
 
 @fuzz(40)
-@given(st.fixed_dictionaries({n: _MNIST_FILE_KINDS for n in D.MNIST_FILES}), st.binary(min_size=1, max_size=64))
+@given(st.fixed_dictionaries({n: _MNIST_FILE_KINDS for n in DI.MNIST_FILES}), st.binary(min_size=1, max_size=64))
 def test_fuzz_mnist_md5_path(kinds: dict[str, str], garbage: bytes) -> None:
     """load_mnist with files that are not the originals: the md5 check refuses them, one line,
     even where a "file" is a folder."""
     with scratch() as d:
-        names = list(D.MNIST_FILES)
+        names = list(DI.MNIST_FILES)
         for i, (name, kind) in enumerate(kinds.items()):
             p = d / name
             if kind == "tiny-idx":
@@ -327,7 +331,7 @@ def test_fuzz_mnist_md5_path(kinds: dict[str, str], garbage: bytes) -> None:
 
 def test_mnist_file_that_is_a_folder(tmp_path: Path) -> None:
     """Found by fuzzing: a folder under an MNIST file's name raised IsADirectoryError from the md5."""
-    for name in D.MNIST_FILES:
+    for name in DI.MNIST_FILES:
         (tmp_path / name).mkdir()
     e = assert_one_line_error(lambda: D.load_mnist(tmp_path), DataError)
     assert "train-images-idx3-ubyte.gz" in str(e)
@@ -343,7 +347,7 @@ def good_mnist_mirror() -> Iterator[Path]:
 @fuzz(15)
 @given(
     st.dictionaries(
-        st.sampled_from(sorted(D.SUBSET_FILES)), st.sampled_from(["garbage", "cut", "missing"]), min_size=1
+        st.sampled_from(sorted(DI.SUBSET_FILES)), st.sampled_from(["garbage", "cut", "missing"]), min_size=1
     ),
     st.binary(max_size=32),
 )
@@ -361,15 +365,15 @@ def test_fuzz_mnist_download_leaves_nothing_bad(good_mnist_mirror: Path, bad: di
                 raw = (mirror / name).read_bytes()
                 (mirror / name).write_bytes(garbage if kind == "garbage" else raw[: len(raw) // 2])
         cache = d / "cache"
-        with mock.patch.object(D, "MNIST_MIRRORS", (mirror.as_uri() + "/",)):
-            assert_one_line_error(lambda: D._download(D.SUBSET_FILES, cache), DataError)
+        with mock.patch.object(DI, "MNIST_MIRRORS", (mirror.as_uri() + "/",)):
+            assert_one_line_error(lambda: DF._download(DI.SUBSET_FILES, cache, DI.MNIST_MIRRORS), DataError)
         # the cache folder exists only if a checked file was written into it
         for f in cache.iterdir() if cache.exists() else []:
-            assert D.SUBSET_FILES.get(f.name) == _md5_bytes(f.read_bytes()), f"unverified file left: {f.name}"
-        assert cache.exists() == (next(iter(D.SUBSET_FILES)) not in bad)
-        with mock.patch.object(D, "MNIST_MIRRORS", (good_mnist_mirror.as_uri() + "/",)):
-            D._download(D.SUBSET_FILES, cache)
-        ds = D._read_mnist_folder(cache, D.SUBSET_FILES, 1000, "mnist")
+            assert DI.SUBSET_FILES.get(f.name) == _md5_bytes(f.read_bytes()), f"unverified file left: {f.name}"
+        assert cache.exists() == (next(iter(DI.SUBSET_FILES)) not in bad)
+        with mock.patch.object(DI, "MNIST_MIRRORS", (good_mnist_mirror.as_uri() + "/",)):
+            DF._download(DI.SUBSET_FILES, cache, DI.MNIST_MIRRORS)
+        ds = DI._read_mnist_folder(cache, DI.SUBSET_FILES, 1000, "mnist")
         assert len(ds.test) == 1000
 
 
@@ -536,7 +540,7 @@ def cifar_template() -> Iterator[Path]:
 
 
 @fuzz(40)
-@given(st.sampled_from(sorted(D.CIFAR10_FILES) + ["n_val", "empty-test"]), st.data())
+@given(st.sampled_from(sorted(DC.CIFAR10_FILES) + ["n_val", "empty-test"]), st.data())
 def test_fuzz_cifar_folder_structure(cifar_template: Path, target: str, data: st.DataObject) -> None:
     """One malformed file in an otherwise valid folder, with the md5 check satisfied (the reader
     is told the md5s of the files written here): the structural path."""
@@ -554,13 +558,13 @@ def test_fuzz_cifar_folder_structure(cifar_template: Path, target: str, data: st
         else:
             obj, protocol = data.draw(malformed_cifar_objects())
             (folder / target).write_bytes(pickle.dumps(obj, protocol=protocol))
-        md5s = _md5s(folder, D.CIFAR10_FILES)
-        assert_one_line_error(lambda: D._read_cifar_folder(folder, md5s, n_val), DataError)
+        md5s = _md5s(folder, DC.CIFAR10_FILES)
+        assert_one_line_error(lambda: DC._read_cifar_folder(folder, md5s, n_val), DataError)
 
 
 @fuzz(30)
 @given(
-    st.fixed_dictionaries({n: st.sampled_from(["synthetic", "garbage", "empty"]) for n in D.CIFAR10_FILES}),
+    st.fixed_dictionaries({n: st.sampled_from(["synthetic", "garbage", "empty"]) for n in DC.CIFAR10_FILES}),
     st.binary(min_size=1, max_size=64),
 )
 def test_fuzz_cifar_md5_path(cifar_template: Path, kinds: dict[str, str], garbage: bytes) -> None:
@@ -689,7 +693,7 @@ def test_code_running_meta_is_refused_through_load_cifar10(tmp_path: Path) -> No
     marker = tmp_path / "pwned"
     (folder / "batches.meta").write_bytes(pickle.dumps(_gadgets(marker)["os.system"], protocol=2))
     md5s["batches.meta"] = _md5_bytes((folder / "batches.meta").read_bytes())
-    with mock.patch.object(D, "CIFAR10_FILES", md5s), mock.patch.object(D, "CIFAR10_N_VAL", 5):
+    with mock.patch.object(DC, "CIFAR10_FILES", md5s), mock.patch.object(DC, "CIFAR10_N_VAL", 5):
         e = assert_one_line_error(lambda: D.load_cifar10(tmp_path, download=False), DataError)
     assert "batches.meta asks to load" in str(e) and "refused" in str(e)
     assert not marker.exists()
@@ -709,15 +713,15 @@ ARCHIVE_DEFECTS = [
 
 
 @fuzz(30)
-@given(st.sampled_from(ARCHIVE_DEFECTS), st.sampled_from(sorted(D.CIFAR10_FILES)), st.booleans(), st.data())
+@given(st.sampled_from(ARCHIVE_DEFECTS), st.sampled_from(sorted(DC.CIFAR10_FILES)), st.booleans(), st.data())
 def test_fuzz_cifar_download_leaves_nothing_bad(
     cifar_template: Path, defect: str, target: str, archive_md5_matches: bool, data: st.DataObject
 ) -> None:
     """A damaged cifar-10-python.tar.gz, its own md5 check satisfied or not: a DataError, no
     temporary files left, and a later download of a good archive into the same cache loads."""
-    good_md5s = _md5s(cifar_template, D.CIFAR10_FILES)
+    good_md5s = _md5s(cifar_template, DC.CIFAR10_FILES)
     with scratch() as d:
-        files = {f"cifar-10-batches-py/{n}": (cifar_template / n).read_bytes() for n in D.CIFAR10_FILES}
+        files = {f"cifar-10-batches-py/{n}": (cifar_template / n).read_bytes() for n in DC.CIFAR10_FILES}
         member = f"cifar-10-batches-py/{target}"
         links: tuple[str, ...] = ()
         marker = d / "pwned"
@@ -751,7 +755,7 @@ def test_fuzz_cifar_download_leaves_nothing_bad(
         with (
             mock.patch.dict(os.environ, env, clear=True),
             mock.patch.multiple(
-                D, CIFAR10_URL=archive.as_uri(), CIFAR10_ARCHIVE_MD5=bad_md5, CIFAR10_FILES=good_md5s, CIFAR10_N_VAL=5
+                DC, CIFAR10_URL=archive.as_uri(), CIFAR10_ARCHIVE_MD5=bad_md5, CIFAR10_FILES=good_md5s, CIFAR10_N_VAL=5
             ),
         ):
             assert_one_line_error(lambda: D.load_cifar10(cache), DataError)
@@ -760,9 +764,9 @@ def test_fuzz_cifar_download_leaves_nothing_bad(
             assert not left, f"temporary files left: {left}"
             good_archive = d / "good" / "cifar-10-python.tar.gz"
             good_archive.parent.mkdir()
-            files = {f"cifar-10-batches-py/{n}": (cifar_template / n).read_bytes() for n in D.CIFAR10_FILES}
+            files = {f"cifar-10-batches-py/{n}": (cifar_template / n).read_bytes() for n in DC.CIFAR10_FILES}
             with mock.patch.multiple(
-                D, CIFAR10_URL=good_archive.as_uri(), CIFAR10_ARCHIVE_MD5=_tar(good_archive, files)
+                DC, CIFAR10_URL=good_archive.as_uri(), CIFAR10_ARCHIVE_MD5=_tar(good_archive, files)
             ):
                 ds = D.load_cifar10(cache)  # nothing the bad download left behind gets in the way
         assert (len(ds.train), len(ds.val), len(ds.test)) == (15, 5, 6)
@@ -772,14 +776,14 @@ def test_archive_with_wrong_contents_is_not_extracted(cifar_template: Path, tmp_
     """Found by fuzzing: an archive that passed its md5 check but held a file that fails its own
     was extracted anyway, and the bad file then failed every later load ("delete it and fetch it
     again" with no way to fetch over it). The files are now checked before any is moved in."""
-    files = {f"cifar-10-batches-py/{n}": (cifar_template / n).read_bytes() for n in D.CIFAR10_FILES}
+    files = {f"cifar-10-batches-py/{n}": (cifar_template / n).read_bytes() for n in DC.CIFAR10_FILES}
     files["cifar-10-batches-py/test_batch"] = b"tampered"
     archive = tmp_path / "a.tar.gz"
     _tar(archive, files)
     dest = tmp_path / "out"
     dest.mkdir()
-    good = _md5s(cifar_template, D.CIFAR10_FILES)
-    e = assert_one_line_error(lambda: D._safe_extract(archive, dest, "cifar-10-batches-py", good), DataError)
+    good = _md5s(cifar_template, DC.CIFAR10_FILES)
+    e = assert_one_line_error(lambda: DF._safe_extract(archive, dest, "cifar-10-batches-py", good), DataError)
     assert "test_batch" in str(e) and "md5" in str(e)
     assert not any(p.is_file() for p in dest.rglob("*"))
 
@@ -884,7 +888,7 @@ def test_fuzz_celeba(bad: Any, name: str, in_subfolder: bool) -> None:
             ext, blob = bad
             (folder / f"{name}{ext}").write_bytes(blob)
             fine = _decodable(blob)  # readable garbage: the oracle below checks its size
-            small = fine and min(Image.open(io.BytesIO(blob)).size) < D.CELEBA_CROP
+            small = fine and min(Image.open(io.BytesIO(blob)).size) < DM.CELEBA_CROP
             fine = fine and not small
         else:
             w, h = bad
@@ -1267,7 +1271,7 @@ def test_fuzz_cli_bad_datasets_exit_2(cifar_template: Path, dataset: str, bad: t
             shutil.copytree(cifar_template, data / "cifar-10-batches-py")  # synthetic: fails the md5 check
             (data / "cifar-10-batches-py" / "test_batch").write_bytes(blob)
         elif dataset == "mnist":
-            for name in D.MNIST_FILES:
+            for name in DI.MNIST_FILES:
                 (data / name).parent.mkdir(exist_ok=True)
                 (data / name).write_bytes(blob)
         else:

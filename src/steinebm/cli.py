@@ -234,18 +234,6 @@ def _is_file(path: str) -> bool:
         return False
 
 
-def _note_unused(cfg: Any) -> None:
-    """One line naming the keys set in the config that its method does not read."""
-    from steinebm.engine.config import unused_settings
-
-    unused = unused_settings(cfg)
-    if unused:
-        print(
-            f"steinebm: method={cfg.method} does not read {', '.join(unused)}: ignored, and left out of config.yaml",
-            file=sys.stderr,
-        )
-
-
 def _cmd_train(a: argparse.Namespace) -> int:
     from steinebm.engine.config import load_config
     from steinebm.engine.train import train
@@ -266,7 +254,6 @@ def _cmd_train(a: argparse.Namespace) -> int:
         if (folder / CHECKPOINT).exists() or (folder / PREVIOUS).exists():
             overrides.append(f"out_dir={folder}")
     cfg = load_config(config, overrides)
-    _note_unused(cfg)
     rec = train(cfg, resume=a.resume)
     print(json.dumps({"out_dir": cfg.out_dir, **rec}))
     return 0

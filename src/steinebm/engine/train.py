@@ -55,7 +55,7 @@ from steinebm.engine.checkpoint import (
     remove_stale_temps,
     save_checkpoint,
 )
-from steinebm.engine.config import Config, used_dict
+from steinebm.engine.config import Config, unused_settings, used_dict
 from steinebm.engine.preflight import (
     CONFIG_HEADER,
     RESUMABLE_CHANGES,
@@ -223,6 +223,12 @@ def _train(
         )
     parts = build_parts(cfg, dim, device, ranks, tuple(data.image_shape))
     on_main(ranks, lambda: check_free_space(out, checkpoint_bytes(parts)))
+    unused = unused_settings(cfg)
+    if unused and ranks.is_main:  # after the checks: a run that cannot start says one line only
+        print(
+            f"steinebm: method={cfg.method} does not read {', '.join(unused)}: ignored, and left out of config.yaml",
+            file=sys.stderr,
+        )
     G = parts.modules.get("generator")
     if cfg.eval_samples and not isinstance(G, (MNISTGenerator, MNISTConditionalGenerator)):
         raise UserError("eval_samples scores an MNIST generator's images: set eval_samples=0 here")

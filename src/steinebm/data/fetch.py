@@ -1,0 +1,155 @@
+"""Fetching data files: a download checked against its md5 and put in place atomically (temp file,
+rename), and a tar archive unpacked without leaving its folder."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+import tempfile
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+
+from steinebm.data.base import _one_line
+from steinebm.errors import DataError
+
+
+def _md5(path: Path) -> str:
+    """The file's md5. A name that cannot be read (a folder in its place, no permission) is a
+    DataError too: the loaders find files by name only, so that is user-fixable bad input."""
+    h = hashlib.md5()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise DataError(
+            f"cannot read {path} ({e.strerror or _one_line(e)}): replace it with the original file"
+        ) from None
+    return h.hexdigest()
+
+
+def _download(names: Mapping[str, str], folder: Path, mirrors: Sequence[str], title: str = "MNIST") -> None:
+    """Fetch each of ``names`` (file name -> md5) missing from ``folder`` from the first mirror
+    that serves it with that md5. Only checked files are written; ``folder`` is created only
+    when the first one is."""
+    for name, md5 in names.items():
+        if (folder / name).exists():
+            continue
+        last: Exception | None = None
+        for mirror in mirrors:
+            try:
+                with urllib.request.urlopen(mirror + name, timeout=30) as resp:
+                    data = resp.read()
+            except Exception as e:  # no network, 404, ...
+                last = e
+                continue
+            if hashlib.md5(data).hexdigest() != md5:
+                last = DataError(f"download of {name} from {mirror} failed its md5 check")
+                continue
+            tmp = None
+            try:  # only a complete, checked file ever appears under its name; no .part is left behind
+                folder.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, folder / name)
+            except OSError as e:
+                raise DataError(
+                    f"cannot write {folder / name} ({_one_line(e)}): free some space or choose another --data-dir"
+                ) from None
+            finally:
+                if tmp is not None and os.path.exists(tmp):
+                    os.unlink(tmp)
+            break
+        else:
+            raise DataError(
+                f"{title} file {name} is missing from {folder} and could not be downloaded ({last}). "
+                f"Put the four original {title} files ({', '.join(names)}) in {folder}, "
+                "or point --data-dir / STEINEBM_DATA at the folder that holds them"
+            )
+
+
+def _check_md5(path: Path, md5: str) -> None:
+    got = _md5(path)
+    if got != md5:
+        raise DataError(
+            f"{path} has md5 {got}, expected {md5}: the file is corrupt or not the original; "
+            "delete it and fetch it again"
+        )
+
+
+def _fetch(url: str, dest: Path, md5: str) -> None:
+    """Download ``url`` to ``dest`` through a temporary file; keep it only if its md5 matches."""
+    from tqdm.auto import tqdm
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
+    h = hashlib.md5()
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as resp:
+                    total = int(resp.headers.get("Content-Length") or 0) or None
+                    with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=None, leave=False) as bar:
+                        for block in iter(lambda: resp.read(1 << 20), b""):
+                            h.update(block)
+                            fh.write(block)
+                            bar.update(len(block))
+            except Exception as e:  # no network, 404, timeout, ...
+                raise DataError(
+                    f"could not download {url} ({_one_line(e)}): download it yourself and extract it in {dest.parent}"
+                ) from None
+        if h.hexdigest() != md5:
+            raise DataError(
+                f"download of {url} failed its md5 check (got {h.hexdigest()}, expected {md5}); try again later"
+            )
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _safe_extract(archive: Path, dest: Path, folder: str, checksums: Mapping[str, str] | None = None) -> Path:
+    """Extract the members under ``folder/`` of a .tar.gz into ``dest``, refusing absolute paths,
+    ``..`` and links or special files anywhere in the archive; returns ``dest / folder``.
+
+    With ``checksums`` (file name -> md5), every named file must be in the archive with that md5
+    before any is moved into ``dest``: a bad file that reached ``dest`` would fail every later
+    load, and the loader never downloads over a folder that looks complete.
+    """
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = []
+            for m in tar.getmembers():
+                p = PurePosixPath(m.name)
+                if p.is_absolute() or m.name.startswith("\\") or ".." in p.parts or ".." in m.name.split("\\"):
+                    raise DataError(f"{archive} holds an unsafe member {m.name!r} (absolute or '..'); delete it")
+                if not (m.isfile() or m.isdir()):
+                    raise DataError(f"{archive} holds a link or special file {m.name!r}: refused; delete it")
+                if p.parts and p.parts[0] == folder:
+                    members.append(m)
+            with tempfile.TemporaryDirectory(dir=dest, prefix=".extract-") as tmp:
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(tmp, members=members, filter="data")
+                else:  # Python without extraction filters: the members were checked above
+                    tar.extractall(tmp, members=members)
+                src = Path(tmp) / folder
+                if not src.is_dir():
+                    raise DataError(f"{archive} has no {folder}/ folder; delete it and fetch it again")
+                for name, md5 in (checksums or {}).items():
+                    got = _md5(src / name) if (src / name).is_file() else "missing"
+                    if got != md5:
+                        raise DataError(
+                            f"{archive} holds {folder}/{name} with md5 {got}, expected {md5}: not the original "
+                            "archive, nothing extracted; delete it and fetch it again"
+                        )
+                target = dest / folder
+                target.mkdir(exist_ok=True)
+                for f in src.iterdir():
+                    if f.is_file():
+                        os.replace(f, target / f.name)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DataError(f"cannot extract {archive} ({_one_line(e)}); delete it and fetch it again") from None
+    return dest / folder
