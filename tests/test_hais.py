@@ -92,3 +92,22 @@ def test_evaluate_hais_from_the_command_line(tmp_path, capsys):
     rec = json.loads(capsys.readouterr().out)
     assert rec["method"] == "hais" and math.isfinite(rec["log_likelihood_nats"]) and rec["stderr"] > 0
     assert main(["evaluate", str(run), "--method", "hais", "--ais-steps", "1"]) == 2
+
+
+def test_the_verdict_sets_the_estimator_against_the_steingan_rbms_only():
+    """Their -771.2 is a SteinGAN RBM's: a SteinCD RBM above it must not make the estimator
+    'explain' it (numbers by hand)."""
+    from steinebm.reproduction.reproduce_fig1c import hais_verdict
+
+    def row(method, exact, *estimates):
+        return {"method": method, "exact": exact, "hais": {str(k): {"ll": e} for k, e in enumerate(estimates)}}
+
+    gan, cd = row("steingan", -800.0, -799.0, -799.9), row("steincd", -744.0, -743.5)
+    v = hais_verdict([gan, cd], -771.2)
+    assert v["largest_overstatement"] == pytest.approx(1.0) and v["gap_to_target"] == pytest.approx(28.8)
+    assert v["explained"] is False and "does not explain" in v["text"]
+    close = row("steingan", -772.0, -771.0)  # overstated by 1.0, gap 0.8
+    assert hais_verdict([close], -771.2)["explained"] is True
+    assert hais_verdict([cd], -771.2)["explained"] is None  # no SteinGAN RBM to judge
+    above = hais_verdict([row("steingan", -760.0, -759.9)], -771.2)
+    assert above["explained"] is None and "nothing for the estimator to explain" in above["text"]
