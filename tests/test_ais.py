@@ -18,8 +18,8 @@ import pytest
 import torch
 from scipy import integrate
 
-from steinebm.evaluation.ais import _base_log_z, _log_f_beta, ais, ais_log_likelihood, ais_log_partition
-from steinebm.evaluation.likelihood import average_log_likelihood
+from steinebm.evaluation.ais import _base_log_z, _log_f_beta, ais, ais_log_partition
+from steinebm.evaluation.likelihood import log_likelihood
 from steinebm.models.energies import GaussianBernoulliRBM
 
 
@@ -206,11 +206,12 @@ def test_progress_bar(capsys):
 
 
 def test_log_likelihood_matches_exact():
-    """Mean f(x) - log Z with AIS log Z vs the exact average_log_likelihood; image-shaped input."""
+    """Mean f(x) - log Z with AIS log Z vs the exact log-likelihood; image-shaped input."""
     rbm = random_rbm(6, 10, seed=9)
     x = torch.randn(50, 1, 2, 3, generator=gen(1))
-    exact = average_log_likelihood(rbm, x.reshape(50, 6))
-    ll, se = ais_log_likelihood(rbm, x, n_chains=200, n_betas=500, generator=gen(2), batch_size=16)
+    exact = log_likelihood(rbm, x.reshape(50, 6), "exact").value
+    est = log_likelihood(rbm, x, "ais", ais_chains=200, ais_steps=500, generator=gen(2))
+    ll, se = est.value, est.stderr
     assert 0 < se < 0.05
     assert abs(ll - exact) < max(3 * se, 0.02)
 
@@ -238,7 +239,7 @@ def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ais(*gauss, **kwargs)
     with pytest.raises(ValueError, match="at least one"):
-        ais_log_likelihood(rbm, torch.zeros(0, 3))
+        log_likelihood(rbm, torch.zeros(0, 3), "ais")
 
 
 # --------------------------------------------------------------------------- the generic geometric path
@@ -343,18 +344,16 @@ def test_generic_ais_on_the_rbm_joint_state():
 
 
 def test_log_likelihood_auto_is_exact_for_few_hidden_units_and_ais_agrees_within_its_error():
-    from steinebm.evaluation.likelihood import log_likelihood
-
     torch.manual_seed(0)
     rbm = GaussianBernoulliRBM(8, 10, generator=torch.Generator().manual_seed(1))
     x = torch.randn(50, 8)
     exact = log_likelihood(rbm, x)
-    assert exact["method"] == "exact" and exact["stderr"] == 0.0
-    assert exact["log_likelihood"] == pytest.approx(average_log_likelihood(rbm, x), abs=1e-12)
+    assert exact.method == "exact" and exact.stderr == 0.0
+    assert exact.value == pytest.approx(float(rbm.log_prob(x, rbm.log_partition()).mean()), abs=1e-12)
     est = log_likelihood(rbm, x, "ais", ais_chains=2000, ais_steps=500, generator=torch.Generator().manual_seed(0))
-    assert est["method"] == "ais" and est["stderr"] > 0
-    assert abs(est["log_likelihood"] - exact["log_likelihood"]) < 3 * est["stderr"] + 1e-3
-    assert est["log_partition"] == pytest.approx(float(rbm.log_partition()), abs=3 * est["stderr"] + 1e-3)
+    assert est.method == "ais" and est.stderr > 0
+    assert abs(est.value - exact.value) < 3 * est.stderr + 1e-3
+    assert est.log_partition == pytest.approx(float(rbm.log_partition()), abs=3 * est.stderr + 1e-3)
     with pytest.raises(ValueError, match="method"):
         log_likelihood(rbm, x, "guess")
 

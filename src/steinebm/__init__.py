@@ -3,9 +3,9 @@
 from steinebm.core.kernels import IMQ, RBF, ConstantKernel, FeatureKernel, Kernel, median_bandwidth
 from steinebm.core.samplers import langevin
 from steinebm.core.svgd import SVGD, amortized_svgd_loss, svgd_direction
-from steinebm.evaluation.ais import ais_log_likelihood, ais_log_partition
+from steinebm.evaluation.ais import ais_log_partition
 from steinebm.evaluation.classifiers import inception_score, load_classifier, mode_coverage
-from steinebm.evaluation.likelihood import average_log_likelihood
+from steinebm.evaluation.likelihood import LogLikelihood, log_likelihood
 from steinebm.learners import CD, HyvarinenScoreMatching, Learner, SteinCD, SteinScoreMatching, SymmetricSteinCD
 from steinebm.learners.steingan import AmortizedSVGD, DCGANLoss, SteinGAN
 from steinebm.models.energies import GaussianBernoulliRBM, score
@@ -47,9 +47,9 @@ __all__ = [
     "SymmetricSteinCD",
     "SteinScoreMatching",
     "HyvarinenScoreMatching",
-    "average_log_likelihood",
+    "log_likelihood",
+    "LogLikelihood",
     "ais_log_partition",
-    "ais_log_likelihood",
     "AmortizedSVGD",
     "SteinGAN",
     "DCGANLoss",

@@ -318,10 +318,10 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
                 "step": ck["step"],
                 "split": a.split,
                 "n": int(x.shape[0]),
-                "log_likelihood_nats": est["log_likelihood"],
-                "stderr": est["stderr"],
-                "method": est["method"],
-                "log_partition": est["log_partition"],
+                "log_likelihood_nats": est.value,
+                "stderr": est.stderr,
+                "method": est.method,
+                "log_partition": est.log_partition,
                 **seen,
             }
         )

@@ -73,7 +73,7 @@ from steinebm.engine.provenance import check_same_data, record_data
 from steinebm.engine.runlog import RunLog, read_metrics, summary_writer_class
 from steinebm.errors import DivergenceError, UserError
 from steinebm.evaluation.ais import ais_log_partition
-from steinebm.evaluation.likelihood import EXACT_MAX_HIDDEN, average_log_likelihood, mean_negative_energy
+from steinebm.evaluation.likelihood import EXACT_MAX_HIDDEN, log_likelihood, mean_negative_energy
 from steinebm.learners.rules import DivergenceWatch, lr_scaled
 from steinebm.models.energies import GaussianBernoulliRBM
 from steinebm.models.mnist_nets import (
@@ -354,8 +354,8 @@ def _train(
             rec["val_ll"] = mean_negative_energy(model, x_val) - est.log_z
             rec["ll_stderr"], rec["ll_method"] = est.stderr, "ais"
         elif hasattr(model, "log_partition"):
-            rec["test_ll"] = average_log_likelihood(model, x_test)
-            rec["val_ll"] = average_log_likelihood(model, x_val)
+            rec["test_ll"] = log_likelihood(model, x_test, "exact").value
+            rec["val_ll"] = log_likelihood(model, x_val, "exact").value
         if cfg.eval_samples and G is not None:
             rec.update(_score_generator(G, cfg.eval_samples, out / "samples" / f"step-{step:07d}.png"))
         rec["time"] = time.time() - t0

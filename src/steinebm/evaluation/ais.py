@@ -37,7 +37,6 @@ __all__ = [
     "AISResult",
     "HAISResult",
     "ais",
-    "ais_log_likelihood",
     "ais_log_partition",
     "hais_log_partition",
     "sigmoid_schedule",
@@ -258,29 +257,6 @@ def ais_log_partition(
                 x = torch.addmm(normals[j], h, B.T, alpha=beta)  # N(b + β B h, I)
             bar.update(1)
     return _result(log_w, k_total)
-
-
-@torch.no_grad()
-def ais_log_likelihood(
-    rbm: GaussianBernoulliRBM, x: Tensor, batch_size: int = 10_000, **kw: Any
-) -> tuple[float, float]:
-    """Mean test log-likelihood ``mean_i f(x_i) - log Z`` in nats, with ``log Z`` from
-    :func:`ais_log_partition` (``**kw`` go to it), and its standard error.
-
-    ``f(x)`` is exact, so the standard error is that of the AIS ``log Z`` alone; it does not include
-    the sampling spread of the test set. Returns ``(mean_log_likelihood, stderr)``. ``x``: (m, d)
-    or (m, 1, 28, 28).
-    """
-    if x.shape[0] < 1:
-        raise ValueError("ais_log_likelihood needs at least one test point")
-    res = ais_log_partition(rbm, **kw)
-    B, b, c = (p.detach().double() for p in (rbm.B, rbm.b, rbm.c))
-    flat = x.reshape(x.shape[0], -1)
-    total = 0.0
-    for start in range(0, flat.shape[0], batch_size):
-        xb = flat[start : start + batch_size].to(device=B.device, dtype=torch.float64)
-        total += float(_log_f_beta(xb, B, b, c, 1.0).sum())
-    return total / flat.shape[0] - res.log_z, res.stderr
 
 
 def sigmoid_schedule(n_temperatures: int, rad: float = 4.0) -> list[float]:

@@ -18,7 +18,6 @@ from steinebm.data import load_dataset
 from steinebm.engine.checkpoint import load_checkpoint
 from steinebm.engine.config import Config, load_config
 from steinebm.errors import UserError
-from steinebm.evaluation.likelihood import average_log_likelihood
 from steinebm.naming import slug
 from steinebm.reproduction.reproduce import PAPER_FIG1, _grid_cells, _mnist_only, run_many
 
@@ -387,7 +386,7 @@ def hais_table(
     target = PAPER_FIG1["authors_ll_with_kernel"]
     rows = []
     for run, step, model, x, method in models:
-        exact = average_log_likelihood(model, x)
+        exact = log_likelihood(model, x, "exact").value
         row: dict[str, Any] = {"run": str(run), "method": method, "step": step, "exact": exact, "hais": {}}
         for n in steps:
             cache = run / f"hais-{n}x{groups}x{chains}-seed{seed}.json"
@@ -398,8 +397,8 @@ def hais_table(
                 est = log_likelihood(model, x, "hais", chains, n, torch.Generator().manual_seed(seed), groups)
                 saved = {
                     "step": step,
-                    "ll": est["log_likelihood"],
-                    "stderr": est["stderr"],
+                    "ll": est.value,
+                    "stderr": est.stderr,
                     "seconds": time.time() - t0,
                 }
                 cache.write_text(json.dumps(saved))
