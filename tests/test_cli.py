@@ -357,3 +357,26 @@ def test_reproduce_hais_refuses_an_rbm_too_large_to_enumerate(tmp_path, capsys):
     assert main(["reproduce", "hais", "--runs", str(run), "--out", str(tmp_path / "h")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "25 hidden units" in err[0] and not (tmp_path / "h").exists()
+
+
+def test_evaluate_and_sample_read_the_checkpoint_once(tmp_path, monkeypatch, capsys):
+    """Each command reads the run's checkpoint file once (a large generator's checkpoint with its
+    optimizer state is tens of MB), however many parts it builds from it."""
+    from steinebm.cli import main
+
+    run = tmp_path / "gan"
+    args = ["train", "method=steingan", "dataset=mnist-embedded", "n_train=40", "batch_size=10", "n_hidden=3"]
+    assert main([*args, "max_steps=1", "progress=false", f"out_dir={run}"]) == 0
+    reads = []
+    real_load = torch.load
+
+    def counting_load(*a, **k):
+        reads.append(1)
+        return real_load(*a, **k)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    for cmd in (["evaluate", str(run)], ["sample", str(run), "--n", "4", "--out", str(tmp_path / "s.png")]):
+        reads.clear()
+        assert main(cmd) == 0
+        assert len(reads) == 1, (cmd[0], len(reads))
+    capsys.readouterr()

@@ -297,7 +297,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
     ck = load_checkpoint(a.run_dir)
     cfg = from_dict(ck["config"]).validate()
-    model: Any = load(a.run_dir)
+    model: Any = load(a.run_dir, ck)
     if not hasattr(model, "log_partition"):
         raise UserError(
             f"{a.run_dir} (method={cfg.method}, model={cfg.model}) has no exact likelihood; evaluate an RBM run"
@@ -350,7 +350,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     if a.walk and source != "generator":
         raise UserError("--walk moves through a generator's noise space: use it with a generator run")
     if source == "generator":
-        G = load_generator(a.run_dir)
+        G = load_generator(a.run_dir, ck)
         if a.walk:
             frames = latent_walk(G, a.walk, a.walk_step, n_chains=a.n, generator=rng)
             out = Path(a.out) if a.out else Path(a.run_dir) / "walk.png"
@@ -363,7 +363,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
             return 0
         x, nrow = draw_samples(G, a.n, rng)  # conditional: a row per class
     else:
-        model: Any = load(a.run_dir)
+        model: Any = load(a.run_dir, ck)
         if not hasattr(model, "sample"):
             raise UserError(f"the model of {a.run_dir} has no sampler; use --source generator")
         x = model.sample(a.n, n_steps=a.steps, generator=rng)

@@ -236,18 +236,20 @@ def build_parts(
     return rule_entry(cfg.method).build(ctx)
 
 
-def load(run_dir: str | Path) -> nn.Module:
+def load(run_dir: str | Path, checkpoint: dict[str, Any] | None = None) -> nn.Module:
     """The trained energy model of a run folder (the discriminator of a DCGAN run), in eval
-    mode on the CPU."""
-    ck = load_checkpoint(run_dir)
+    mode on the CPU. ``checkpoint``: the run's checkpoint already read (by
+    :func:`~steinebm.engine.checkpoint.load_checkpoint`), so that a command reads it once."""
+    ck = checkpoint if checkpoint is not None else load_checkpoint(run_dir)
     cfg = from_dict(ck["config"]).validate()
     shape = tuple(ck.get("image_shape") or MNIST_SHAPE)
     return _restore(build_model(cfg, int(ck["dim"]), image_shape=shape), ck, "model", run_dir)
 
 
-def load_generator(run_dir: str | Path) -> nn.Module:
-    """The trained generator of a run folder, in eval mode on the CPU."""
-    ck = load_checkpoint(run_dir)
+def load_generator(run_dir: str | Path, checkpoint: dict[str, Any] | None = None) -> nn.Module:
+    """The trained generator of a run folder, in eval mode on the CPU (``checkpoint`` as for
+    :func:`load`)."""
+    ck = checkpoint if checkpoint is not None else load_checkpoint(run_dir)
     cfg = from_dict(ck["config"]).validate()
     G = build_generator(cfg, image_shape=tuple(ck.get("image_shape") or MNIST_SHAPE))
     if G is None or "generator" not in ck:

@@ -356,9 +356,9 @@ def fresh_samples(run: Run, n: int, gibbs_steps: int, seed: int) -> tuple[bytes 
     torch.set_num_threads(1)
     try:
         if "generator" in ck:
-            x, nrow = draw_samples(load_generator(run.path), n, rng)
+            x, nrow = draw_samples(load_generator(run.path, ck), n, rng)
             return _grid_png(x, shape, nrow), f"{len(x)} fresh samples from the generator (step {step}, seed {seed})"
-        model: Any = load(run.path)
+        model: Any = load(run.path, ck)
         if not hasattr(model, "sample"):
             return None, f"the {type(model).__name__} energy has no sampler, so no fresh samples"
         with torch.no_grad():

@@ -371,7 +371,7 @@ def hais_table(
     for run in runs:  # every run is checked before any estimate starts
         ck = load_checkpoint(run)
         cfg = from_dict(ck["config"]).validate()
-        model: Any = load(run)
+        model: Any = load(run, ck)
         if not hasattr(model, "log_partition"):
             raise UserError(f"{run} (method={cfg.method}, model={cfg.model}) holds no RBM: give RBM runs")
         if model.n_hidden > EXACT_MAX_HIDDEN:
