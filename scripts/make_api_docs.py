@@ -53,6 +53,7 @@ MODULES = [
     "steinebm.grids",
     "steinebm.naming",
     "steinebm.errors",
+    "steinebm.checksums",
 ]
 
 

@@ -3,7 +3,6 @@ image shape, where the data lives, and the fingerprint that names the data a run
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from steinebm.checksums import hasher
 from steinebm.errors import DataError
 
 DATASETS = ("mnist", "mnist-embedded", "fashion-mnist", "idx", "cifar10", "celeba", "lsun", "image-folder")
@@ -72,7 +72,7 @@ def fingerprint(data: Dataset) -> str:
     the same way give the same fingerprint whatever the dataset's name or folder; any changed
     pixel, label, split or preprocessing gives another. It costs one pass over the tensors:
     0.4 s for all of MNIST on one core of a shared 2-core CPU, where loading it takes 1.2-1.6 s."""
-    h = hashlib.sha256()
+    h = hasher("sha256")
     parts = [(s.x, s.y) for s in (data.train, data.val, data.test)]
     header: dict[str, Any] = {"image_shape": [int(d) for d in data.image_shape]}
     header["splits"] = [[list(x.shape), str(x.dtype), list(y.shape), str(y.dtype)] for x, y in parts]

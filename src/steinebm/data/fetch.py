@@ -3,7 +3,6 @@ rename), and a tar archive unpacked without leaving its folder."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
 import tempfile
@@ -11,6 +10,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
+from steinebm.checksums import digest, file_digest, hasher
 from steinebm.data.base import _one_line
 from steinebm.errors import DataError
 
@@ -18,16 +18,12 @@ from steinebm.errors import DataError
 def _md5(path: Path) -> str:
     """The file's md5. A name that cannot be read (a folder in its place, no permission) is a
     DataError too: the loaders find files by name only, so that is user-fixable bad input."""
-    h = hashlib.md5()
     try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        return file_digest(path, "md5")
     except OSError as e:
         raise DataError(
             f"cannot read {path} ({e.strerror or _one_line(e)}): replace it with the original file"
         ) from None
-    return h.hexdigest()
 
 
 def _download(names: Mapping[str, str], folder: Path, mirrors: Sequence[str], title: str = "MNIST") -> None:
@@ -45,7 +41,7 @@ def _download(names: Mapping[str, str], folder: Path, mirrors: Sequence[str], ti
             except Exception as e:  # no network, 404, ...
                 last = e
                 continue
-            if hashlib.md5(data).hexdigest() != md5:
+            if digest(data, "md5") != md5:
                 last = DataError(f"download of {name} from {mirror} failed its md5 check")
                 continue
             tmp = None
@@ -86,7 +82,7 @@ def _fetch(url: str, dest: Path, md5: str) -> None:
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
-    h = hashlib.md5()
+    h = hasher("md5")
     try:
         with os.fdopen(fd, "wb") as fh:
             try:

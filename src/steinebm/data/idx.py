@@ -4,7 +4,6 @@ and any folder of IDX files."""
 from __future__ import annotations
 
 import gzip
-import hashlib
 import math
 import os
 import struct
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from steinebm.checksums import digest
 from steinebm.data.base import (
     REFETCH,
     SPLIT_SEED,
@@ -182,7 +182,7 @@ def _read_known(path: Path, ndim: int, known: _Known) -> np.ndarray:
         raise DataError(
             f"cannot read {path} ({e.strerror or _one_line(e)}): replace it with the original file"
         ) from None
-    got = hashlib.md5(blob).hexdigest()
+    got = digest(blob, "md5")
     if got == md5:
         return _parse_idx(_gunzip(blob, path, REFETCH), path, ndim, REFETCH)
     arr: np.ndarray | None = None
@@ -190,7 +190,7 @@ def _read_known(path: Path, ndim: int, known: _Known) -> np.ndarray:
     try:
         raw = _gunzip(blob, path, REFETCH)
         arr = _parse_idx(raw, path, ndim, REFETCH)
-        got_content = hashlib.md5(raw).hexdigest()
+        got_content = digest(raw, "md5")
     except DataError:
         pass
     if arr is not None and got_content == known.content.get(fname):

@@ -26,7 +26,6 @@ which the next run removes (:func:`remove_stale_temps`).
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import os
 import pickle
@@ -39,6 +38,7 @@ from typing import IO, Any
 
 import torch
 
+from steinebm.checksums import hasher
 from steinebm.errors import UserError
 
 __all__ = [
@@ -67,7 +67,7 @@ def content_digest(obj: Any) -> str:
     """sha256 over a canonical walk of ``obj``: dicts in the order of their keys' ``repr``,
     lists and tuples in order, tensors by dtype, shape and raw bytes, anything else by ``repr``.
     Equal content gives the same digest however it was pickled."""
-    h = hashlib.sha256()
+    h = hasher("sha256")
 
     def walk(x: Any) -> None:
         if isinstance(x, torch.Tensor):

@@ -21,7 +21,6 @@ CIFAR-10 ``(n, 3072)`` (CHW order, as ``steinebm.data``) or ``(n, 3, 32, 32)``.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from steinebm.checksums import digest
 from steinebm.errors import UserError
 
 __all__ = [
@@ -263,17 +263,13 @@ class CIFAR10Classifier(ResNet):
 # --- loading -----------------------------------------------------------------------------------
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def verify_sha256(path: str | os.PathLike[str], expected: str) -> bytes:
     """The bytes of ``path`` if their sha256 is ``expected``; otherwise :class:`UserError`."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         raise UserError(f"cannot read classifier weights {path} ({e.strerror or e}); reinstall steinebm") from None
-    got = _sha256(data)
+    got = digest(data, "sha256")
     if got != expected.lower():
         raise UserError(
             f"classifier weights {path} have sha256 {got}, expected {expected}: the file is corrupt or "
@@ -330,7 +326,7 @@ def load_classifier(name: str = "mnist", path: str | os.PathLike[str] | None = N
             data = res.read_bytes()
         except OSError as e:
             raise UserError(f"cannot read {where} ({e.strerror or e}); reinstall steinebm") from None
-        got = _sha256(data)
+        got = digest(data, "sha256")
         if got != expected:
             raise UserError(
                 f"{where} has sha256 {got}, expected {expected}: the file is corrupt or was "

@@ -27,7 +27,6 @@ use fewer images and say so.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import os
@@ -41,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from steinebm.checksums import digest
 from steinebm.errors import DataError
 
 __all__ = [
@@ -199,7 +199,7 @@ def load_fid_network(path: str | os.PathLike[str] | None = None) -> nn.Module:
             data = file.read_bytes()
         except OSError as e:
             raise DataError(f"cannot read the FID network {file} ({e.strerror or e}): {_install_hint()}") from None
-        got = hashlib.sha256(data).hexdigest()
+        got = digest(data, "sha256")
         if got != FID_NETWORK_SHA256:
             raise DataError(
                 f"the FID network {file} has sha256 {got}, expected {FID_NETWORK_SHA256}: the file is corrupt or "
