@@ -54,6 +54,7 @@ MODULES = [
     "steinebm.naming",
     "steinebm.errors",
     "steinebm.checksums",
+    "steinebm.shapes",
 ]
 
 

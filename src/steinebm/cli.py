@@ -336,6 +336,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     from steinebm.engine.checkpoint import load_checkpoint
     from steinebm.grids import save_image_grid, save_walk
     from steinebm.models.mnist_nets import draw_samples, latent_walk
+    from steinebm.shapes import MNIST_SHAPE
 
     _positive("n", a.n)
     if a.walk < 0:
@@ -355,7 +356,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
             frames = latent_walk(G, a.walk, a.walk_step, n_chains=a.n, generator=rng)
             out = Path(a.out) if a.out else Path(a.run_dir) / "walk.png"
             try:
-                png, gif = save_walk(frames, out, ck.get("image_shape", [1, 28, 28]))
+                png, gif = save_walk(frames, out, ck.get("image_shape", MNIST_SHAPE))
             except (OSError, ValueError) as e:
                 raise UserError(f"cannot write {out} ({e}): choose a writable .png path") from None
             print(png)
@@ -369,7 +370,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
         x = model.sample(a.n, n_steps=a.steps, generator=rng)
     out = Path(a.out) if a.out else Path(a.run_dir) / "samples.png"
     try:
-        save_image_grid(x, out, ck.get("image_shape", [1, 28, 28]), nrow=nrow)
+        save_image_grid(x, out, ck.get("image_shape", MNIST_SHAPE), nrow=nrow)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot write {out} ({e}): choose a writable .png path") from None
     print(out)

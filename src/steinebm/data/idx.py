@@ -33,6 +33,7 @@ from steinebm.data.base import (
 )
 from steinebm.data.fetch import _download
 from steinebm.errors import DataError
+from steinebm.shapes import MNIST_SHAPE
 
 MNIST_FILES = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -264,7 +265,7 @@ def _read_mnist_folder(
         return torch.from_numpy(a.astype(np.int64))
 
     train, val = _split_train_val(to_x(xtr), to_y(ytr), n_val)
-    return Dataset(name, train, val, Split(to_x(xte), to_y(yte)), (1, 28, 28), str(folder), classes)
+    return Dataset(name, train, val, Split(to_x(xte), to_y(yte)), MNIST_SHAPE, str(folder), classes)
 
 
 def _load_known(

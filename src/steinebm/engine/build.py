@@ -38,6 +38,7 @@ from steinebm.models.mnist_nets import (
     MNISTDiscriminator,
     MNISTGenerator,
 )
+from steinebm.shapes import MNIST_SHAPE
 
 
 def build_kernel(cfg: Config, name: str | None = None, model: nn.Module | None = None) -> Kernel:
@@ -108,7 +109,6 @@ def build_learner(cfg: Config) -> Learner:
     raise UserError(f"method={cfg.method} trains a generator too; it has no single-model learner")
 
 
-MNIST_SHAPE = (1, 28, 28)
 N_CLASSES = 10  # the labels the joint energy and the conditional networks are built for
 
 

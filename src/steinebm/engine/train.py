@@ -35,7 +35,6 @@ from torch import Tensor, nn
 from steinebm.core.distributed import Ranks, from_env
 from steinebm.data import Dataset
 from steinebm.engine.build import (
-    MNIST_SHAPE,
     N_CLASSES,
     build_generator,
     build_kernel,
@@ -81,6 +80,7 @@ from steinebm.models.mnist_nets import (
     MNISTConditionalGenerator,
     MNISTGenerator,
 )
+from steinebm.shapes import MNIST_SHAPE
 
 __all__ = [
     "train",

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from steinebm.checksums import digest
 from steinebm.errors import UserError
+from steinebm.shapes import MNIST_DIM, MNIST_SHAPE
 
 __all__ = [
     "MNISTClassifier",
@@ -72,9 +73,9 @@ _RANGE_TOL = 1e-3  # images may stray this far outside [0, 1] (rounding) before 
 
 def _mnist_batch(x: Tensor) -> Tensor:
     """(n, 784), (n, 28, 28) or (n, 1, 28, 28) images as (n, 1, 28, 28)."""
-    if x.ndim == 2 and x.shape[1] == 784 or x.ndim == 3 and tuple(x.shape[1:]) == (28, 28):
+    if x.ndim == 2 and x.shape[1] == MNIST_DIM or x.ndim == 3 and tuple(x.shape[1:]) == MNIST_SHAPE[1:]:
         return x.reshape(x.shape[0], 1, 28, 28)
-    if not (x.ndim == 4 and tuple(x.shape[1:]) == (1, 28, 28)):
+    if not (x.ndim == 4 and tuple(x.shape[1:]) == MNIST_SHAPE):
         raise ValueError(f"MNIST images must be (n, 784), (n, 28, 28) or (n, 1, 28, 28); got {tuple(x.shape)}")
     return x
 

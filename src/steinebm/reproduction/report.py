@@ -31,6 +31,7 @@ import yaml
 from steinebm.engine.runlog import read_log
 from steinebm.errors import UserError
 from steinebm.naming import slug
+from steinebm.shapes import MNIST_SHAPE
 
 __all__ = [
     "Run",
@@ -347,7 +348,7 @@ def fresh_samples(run: Run, n: int, gibbs_steps: int, seed: int) -> tuple[bytes 
     from steinebm.models.mnist_nets import draw_samples
 
     ck = load_checkpoint(run.path)
-    shape = ck.get("image_shape") or [1, 28, 28]
+    shape = ck.get("image_shape") or MNIST_SHAPE
     rng = torch.Generator().manual_seed(seed)
     step = int(ck.get("step", 0))
     # Tensors this small run many times faster on one thread than on several that wait for

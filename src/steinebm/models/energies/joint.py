@@ -17,6 +17,7 @@ from steinebm.models.dcgan_nets import _seeded
 from steinebm.models.energies.autoencoder import DEFAULT_WIDTH, AutoencoderEnergy, reconstruction_norm
 from steinebm.models.energies.mnist_autoencoder import MNISTTiedDecoder, MNISTTiedEncoder
 from steinebm.models.mnist_nets import init_normal_002
+from steinebm.shapes import MNIST_SHAPE
 
 __all__ = ["JointAutoencoderEnergy", "LabelledEnergy", "cross_entropy"]
 
@@ -139,7 +140,7 @@ class JointAutoencoderEnergy(nn.Module):
         """
         enc = MNISTTiedEncoder(width, code_dim, generator)
         dec = MNISTTiedDecoder(enc, generator)
-        return cls(enc, dec, n_classes, margin, code_dim, (1, 28, 28), generator, input_dropout, head_dropout)
+        return cls(enc, dec, n_classes, margin, code_dim, MNIST_SHAPE, generator, input_dropout, head_dropout)
 
     @property
     def encoder(self) -> nn.Module:

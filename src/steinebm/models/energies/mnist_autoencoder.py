@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from steinebm.models.mnist_nets import _init_seeded
+from steinebm.shapes import MNIST_SHAPE
 
 __all__ = ["MNISTTiedEncoder", "MNISTTiedDecoder"]
 
@@ -35,7 +36,7 @@ class MNISTTiedEncoder(nn.Module):
 
     def __init__(self, width: int = 64, code_dim: int = 512, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.width, self.code_dim, self.image_shape = width, code_dim, (1, 28, 28)
+        self.width, self.code_dim, self.image_shape = width, code_dim, MNIST_SHAPE
         self.conv1 = nn.Conv2d(1, width, 5, stride=2, padding=2, bias=False)  # m w 14 14
         self.conv2 = nn.Conv2d(width, 2 * width, 5, stride=2, padding=2, bias=False)  # m 2w 7 7
         self.bn2 = _bn(2 * width, True, 2)
