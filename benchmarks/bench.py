@@ -417,8 +417,8 @@ def profile_steps(x_train: torch.Tensor, n_steps: int, top: int = 8) -> dict[str
 def bench_gan_iterations(x_train: torch.Tensor, rounds: int, inner: int) -> dict[str, float]:
     """Seconds per iteration of SteinGAN (RBM energy + MNIST generator) and of DCGAN (the same
     generator + its discriminator), each exactly the step the training loop runs."""
+    from steinebm.engine.build import build_parts
     from steinebm.engine.config import Config
-    from steinebm.engine.train import build_parts
 
     idx = batch_indices(x_train.shape[0], 64)
     batches = [x_train[idx[k]] for k in range(idx.shape[0])]

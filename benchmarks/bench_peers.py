@@ -45,8 +45,8 @@ from bench import cpu_jiffies, fmt_time, interleaved, load_average, machine_line
 import steinebm.data  # noqa: E402
 from steinebm import RBF, GaussianBernoulliRBM, svgd_direction  # noqa: E402
 from steinebm.core.score import score as energy_score  # noqa: E402
+from steinebm.engine.build import build_parts  # noqa: E402
 from steinebm.engine.config import Config  # noqa: E402
-from steinebm.engine.train import build_parts  # noqa: E402
 from steinebm.errors import DataError  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -493,7 +493,7 @@ CD_NOTES = [
     "learnergy's fit (what a user runs) also: a DataLoader over a TensorDataset (one __getitem__ per image, "
     "collated per batch; in order, unshuffled), standardizes every batch (normalize=True), and per batch computes "
     "the reconstruction MSE and a pseudo-likelihood (two more energies on a rounded, one-bit-flipped copy)",
-    "ours: the training loop's step (steinebm.engine.train.build_parts: CD loss, finite check, backward, Adam) on "
+    "ours: the training loop's step (steinebm.engine.build.build_parts: CD loss, finite check, backward, Adam) on "
     "batches of a random permutation; the bare learnergy row uses the same batches",
 ]
 

@@ -35,8 +35,8 @@ def main() -> int:
         print("gpu_check: no CUDA device is available here; run it on a machine with an NVIDIA GPU", file=sys.stderr)
         return 2
 
+    from steinebm.engine.build import build_parts, load_config_dataset
     from steinebm.engine.config import Config
-    from steinebm.engine.train import build_parts, load_config_dataset
     from steinebm.errors import UserError
     from steinebm.reproduction.reproduce_images import fig2_config
 

@@ -12,6 +12,7 @@ import torch
 
 from steinebm.core.kernels import RBF, median_bandwidth
 from steinebm.core.svgd import svgd_direction
+from steinebm.engine import build as B
 from steinebm.engine import train as T
 from steinebm.engine.config import load_config
 from steinebm.learners.steingan import AmortizedSVGD
@@ -125,5 +126,5 @@ def test_preset_holds_the_authors_settings_and_trains(tmp_path):
     cfg.dataset, cfg.n_train, cfg.max_steps, cfg.progress = "mnist-embedded", 200, 2, False
     cfg.out_dir = str(tmp_path / "run")
     T.train(cfg)
-    G = T.load_generator(cfg.out_dir)
+    G = B.load_generator(cfg.out_dir)
     assert isinstance(G, MNISTGenerator) and not list(G.buffers())

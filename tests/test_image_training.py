@@ -14,6 +14,7 @@ from torch import nn
 
 from steinebm.cli import main
 from steinebm.data import Dataset, Split
+from steinebm.engine import build as B
 from steinebm.engine import train as T
 from steinebm.engine.config import Config
 from steinebm.errors import ConfigError
@@ -59,7 +60,7 @@ def test_two_steps_on_32px_images(case, tmp_path, generator_by_hand):
     assert rec["step"] == 2
     ck = T.load_checkpoint(cfg.out_dir)
     assert ck["image_shape"] == [3, 32, 32] or tuple(ck["image_shape"]) == (3, 32, 32)
-    G = T.load_generator(cfg.out_dir)
+    G = B.load_generator(cfg.out_dir)
     x, _ = draw_samples(G, 10, torch.Generator().manual_seed(0))
     assert x.shape[1:] == (3, 32, 32)
     # the trained generator in evaluation mode, written out from the checkpoint's tensors, on
@@ -67,7 +68,7 @@ def test_two_steps_on_32px_images(case, tmp_path, generator_by_hand):
     xi = torch.rand(10, cfg.noise_dim, generator=torch.Generator().manual_seed(0)) * 2 - 1
     y = torch.arange(10) if case in ("steingan-joint-feature", "dcgan-conditional") else None
     torch.testing.assert_close(x, generator_by_hand(ck["generator"], xi, y), rtol=1e-5, atol=1e-6)
-    model = T.load(cfg.out_dir)
+    model = B.load(cfg.out_dir)
     assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
@@ -94,7 +95,7 @@ def test_64px_autoencoder_and_a_generator_for_its_frozen_energy(tmp_path):
         **TINY,
     )
     T.train(frozen, dataset=data)
-    a, b = T.load(first.out_dir).state_dict(), T.load(frozen.out_dir).state_dict()
+    a, b = B.load(first.out_dir).state_dict(), B.load(frozen.out_dir).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a if "running" not in k and "num_batches" not in k)
 
 
@@ -137,7 +138,7 @@ def test_conditional_generator_draws_labels_as_often_as_the_data(tmp_path):
         **TINY,
     )
     T.train(cfg, dataset=data)
-    G = T.load_generator(cfg.out_dir)
+    G = B.load_generator(cfg.out_dir)
     counts = np.bincount(data.train.y.numpy(), minlength=10)
     torch.testing.assert_close(G.class_probs.double(), torch.tensor(counts / counts.sum()), rtol=1e-6, atol=1e-7)
     y = G.sample_labels(20_000, torch.Generator().manual_seed(0))
@@ -146,7 +147,7 @@ def test_conditional_generator_draws_labels_as_often_as_the_data(tmp_path):
     # a resume keeps them (they are part of the saved generator)
     cfg.max_steps = 2
     T.train(cfg, resume=True, dataset=_data())
-    torch.testing.assert_close(T.load_generator(cfg.out_dir).class_probs, G.class_probs)
+    torch.testing.assert_close(B.load_generator(cfg.out_dir).class_probs, G.class_probs)
 
 
 class _LabelPainter(nn.Module):
@@ -173,7 +174,7 @@ def test_latent_walk_moves_smoothly_and_writes_strip_and_gif(tmp_path):
     data = _data()
     cfg = Config(dataset="cifar10", out_dir=str(tmp_path / "w"), max_steps=1, method="dcgan", **TINY)
     T.train(cfg, dataset=data)
-    G = T.load_generator(cfg.out_dir)
+    G = B.load_generator(cfg.out_dir)
     frames = latent_walk(G, 12, 0.01, n_chains=2, generator=torch.Generator().manual_seed(0))
     assert frames.shape == (12, 2, 3, 32, 32)
     step = (frames[1:] - frames[:-1]).abs().mean()
@@ -346,7 +347,7 @@ def test_feature_codes_modes_and_running_statistics():
     from steinebm.engine.build import _feature_codes
 
     cfg = Config(dataset="cifar10", out_dir="unused", method="steingan", model="autoencoder", **TINY).validate()
-    model = T.build_model(cfg, 3072, torch.Generator().manual_seed(0), (3, 32, 32))
+    model = B.build_model(cfg, 3072, torch.Generator().manual_seed(0), (3, 32, 32))
     x = torch.rand(8, 3072, generator=torch.Generator().manual_seed(1)) * 3.0  # far from the init statistics
     before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     model.train()

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from steinebm.core.kernels import FeatureKernel
 from steinebm.data import load_dataset
+from steinebm.engine import build as B
 from steinebm.engine import train as T
 from steinebm.engine.config import Config, load_config
 from steinebm.errors import ConfigError
@@ -324,7 +325,7 @@ def test_reproduce_mnist_joint_small(tmp_path, data):
 
 def test_head_dropout_reaches_the_cifar_joint_energy_too():
     cfg = Config(method="steingan", model="joint", dataset="cifar10", width=8, code_dim=8, head_dropout=0.5)
-    assert T.build_model(cfg, 3072, image_shape=(3, 32, 32)).head_dropout == 0.5
+    assert B.build_model(cfg, 3072, image_shape=(3, 32, 32)).head_dropout == 0.5
 
 
 def test_batch_mode_codes_drop_out_the_input_as_the_energy_does():

@@ -12,6 +12,7 @@ import yaml
 
 from steinebm.cli import main
 from steinebm.data import Dataset, Split, fingerprint, load_dataset
+from steinebm.engine import build as B
 from steinebm.engine import train as T
 from steinebm.engine.config import Config
 from steinebm.evaluation.likelihood import log_likelihood
@@ -88,7 +89,7 @@ def test_evaluate_refuses_a_run_trained_on_other_data_unless_named(tmp_path, cap
     emb = load_dataset("mnist-embedded")
     assert ev["dataset"] == "mnist-embedded" and ev["same_data_as_training"] is False
     assert ev["data_fingerprint"] == fingerprint(emb)
-    assert ev["log_likelihood_nats"] == pytest.approx(log_likelihood(T.load(run), emb.test.x, "exact").value, abs=1e-9)
+    assert ev["log_likelihood_nats"] == pytest.approx(log_likelihood(B.load(run), emb.test.x, "exact").value, abs=1e-9)
     # a dataset of another image size, or an unknown name: one line each
     code, _, err = _run(
         ["evaluate", str(run), "--dataset", "idx", "--data-dir", str(_idx_folder(tmp_path / "d", 0))], capsys

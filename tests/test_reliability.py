@@ -19,7 +19,10 @@ import torch
 
 from steinebm.cli import main
 from steinebm.data import load_dataset
+from steinebm.engine import build as B
 from steinebm.engine import checkpoint as C
+from steinebm.engine import evaluate as evaluate_module
+from steinebm.engine import guard
 from steinebm.engine import train as T
 from steinebm.engine.config import Config
 from steinebm.errors import DivergenceError, UserError
@@ -119,7 +122,7 @@ def test_damaged_checkpoint_refused_by_the_python_loaders(tmp_path, data):
     ck_file = Path(cfg.out_dir) / C.CHECKPOINT
     at = _offset_of(ck_file.read_bytes(), torch.load(ck_file, weights_only=True)["generator"]["fc.0.weight"])
     _flip(ck_file, [at + 10])
-    for load in (T.load, T.load_generator, T.load_checkpoint):
+    for load in (B.load, B.load_generator, T.load_checkpoint):
         with pytest.raises(UserError, match="is damaged"):
             load(cfg.out_dir)
 
@@ -234,18 +237,18 @@ def test_finite_blow_up_rolls_back_with_on_divergence_rollback(tmp_path, data):
 def test_growth_check_by_hand():
     """The criterion against norms computed with a loop."""
     model = torch.nn.Linear(3, 2)
-    init = T._norms({"model": model})
+    init = guard.norms({"model": model})
     by_hand = sum(float(p.detach().pow(2).sum()) for p in model.parameters()) ** 0.5
     assert float(init["model"]) == pytest.approx(by_hand, rel=1e-6)
     with torch.no_grad():  # to 999 times the yardstick max(initial norm, 1)
         for p in model.parameters():
             p.mul_(999.0 * max(by_hand, 1.0) / by_hand)
-    T._check_growth({"model": model}, init, 1000.0)  # 999x: still normal
+    guard.check_growth({"model": model}, init, 1000.0)  # 999x: still normal
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1.002)
     with pytest.raises(DivergenceError, match="grew to 1e\\+03 times"):
-        T._check_growth({"model": model}, init, 1000.0)
+        guard.check_growth({"model": model}, init, 1000.0)
 
 
 @pytest.mark.parametrize(
@@ -263,10 +266,10 @@ def test_shipped_mnist_configs_stay_far_below_the_growth_limit(tmp_path, data, c
     T.train(cfg, dataset=data)
     ck = T.load_checkpoint(cfg.out_dir)
     parts = T.build_parts(cfg, 784, torch.device("cpu"))
-    init = T._norms(parts.modules)
+    init = guard.norms(parts.modules)
     for name, mod in parts.modules.items():
         mod.load_state_dict(ck[name])
-    now = T._norms(parts.modules)
+    now = guard.norms(parts.modules)
     for name in init:
         assert float(now[name]) / max(float(init[name]), 1.0) < 10.0, name
 
@@ -363,13 +366,13 @@ def test_every_generator_handed_to_a_draw_is_made_for_the_training_device(tmp_pa
 
     monkeypatch.setattr(torch, "Generator", recording)
     seen = []
-    real_ais = T.ais_log_partition
+    real_ais = evaluate_module.ais_log_partition
 
     def ais(model, *a, generator=None, **k):
         seen.append(made.get(id(generator)))
         return real_ais(model, *a, generator=generator, **k)
 
-    monkeypatch.setattr(T, "ais_log_partition", ais)
+    monkeypatch.setattr(evaluate_module, "ais_log_partition", ais)
     learner_rngs = []
     real_step = T.build_parts
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from steinebm.engine import build as B
 from steinebm.engine import train as T
 from steinebm.engine.config import Config
 from steinebm.learners import registry
@@ -98,7 +99,7 @@ def test_a_rule_registered_from_outside_trains_with_steinebm_train(tmp_path):
     from steinebm.data import load_dataset
 
     x = load_dataset("mnist-embedded").train.x[:200].double()
-    b = T.build_model(Config(n_hidden=3), 784, torch.Generator().manual_seed(0)).b.detach().double()
+    b = B.build_model(Config(n_hidden=3), 784, torch.Generator().manual_seed(0)).b.detach().double()
     for epoch in range(3):
         perm = torch.randperm(200, generator=torch.Generator().manual_seed(epoch))
         for k in range(2):

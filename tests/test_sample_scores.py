@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from steinebm.data import load_dataset
+from steinebm.engine import build as B
 from steinebm.engine import train as T
 from steinebm.engine.config import Config
 from steinebm.errors import UserError
@@ -78,7 +79,7 @@ def test_training_logs_sample_scores_and_grids(tmp_path):
     )
     T.train(cfg)
     last = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
-    G = T.load_generator(cfg.out_dir)
+    G = B.load_generator(cfg.out_dir)
     from steinebm.evaluation.sample_scores import generated_images
 
     x = generated_images(G, 100, seed=0, batch_size=100)

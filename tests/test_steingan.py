@@ -21,6 +21,7 @@ from torch import nn
 
 from steinebm.core.kernels import RBF, ConstantKernel
 from steinebm.data import load_dataset
+from steinebm.engine import build as B
 from steinebm.engine import train as T
 from steinebm.engine.config import Config
 from steinebm.learners.steingan import AmortizedSVGD, DCGANLoss, SteinGAN
@@ -643,7 +644,7 @@ def test_train_two_steps(case, energy_run, data, tmp_path, generator_by_hand):
         assert all(r["gamma"] in (0.7, 0.9) and r["steincd"] == 0.0 for r in steps)
         assert all((r["gamma"] == 0.9) == (r["f_pos"] < r["f_neg"]) for r in steps)
 
-    G = T.load_generator(cfg.out_dir)
+    G = B.load_generator(cfg.out_dir)
     assert not G.training
     with torch.no_grad():
         x = G(G.sample_noise(5, torch.Generator().manual_seed(0)))
@@ -656,7 +657,7 @@ def test_train_two_steps(case, energy_run, data, tmp_path, generator_by_hand):
 
 def test_load_generator_refuses_energy_only_run(energy_run):
     with pytest.raises(T.UserError):
-        T.load_generator(energy_run)
+        B.load_generator(energy_run)
 
 
 # ------------------------------------------------- 7. MNIST generator, discriminator, DCGAN losses

@@ -15,6 +15,7 @@ from steinebm.core.kernels import RBF
 from steinebm.data import load_dataset
 from steinebm.engine import build as B
 from steinebm.engine import train as T
+from steinebm.engine.build import build_model
 from steinebm.engine.config import ENERGY_METHODS, Config
 from steinebm.errors import DivergenceError, UserError
 from steinebm.learners import CD, HyvarinenScoreMatching, SteinCD, SteinScoreMatching, SymmetricSteinCD
@@ -67,7 +68,7 @@ def test_every_method_trains_two_steps(tmp_path, data, method):
     its closed form in numpy; the other rules' come from their learner objects, whose gradients
     tests/test_learners.py checks against closed forms."""
     cfg = _cfg(tmp_path, method, method=method, max_steps=2, cd_k=2)
-    init = T.build_model(cfg, 784, torch.Generator().manual_seed(cfg.seed)).state_dict()
+    init = build_model(cfg, 784, torch.Generator().manual_seed(cfg.seed)).state_dict()
     rec = T.train(cfg, dataset=data)
     assert rec["step"] == 2
     first = [r for r in T.read_metrics(cfg.out_dir) if "test_ll" in r][0]

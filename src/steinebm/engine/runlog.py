@@ -4,12 +4,11 @@ scalars as TensorBoard event files; :func:`read_metrics` is its one reader."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from steinebm.engine.checkpoint import (
-    atomic_write,
-)
+from steinebm.engine.checkpoint import atomic_write
 from steinebm.errors import UserError
 
 
@@ -126,3 +125,21 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     run logs (:func:`json_lines` says what it drops and what it refuses)."""
     p = Path(run_dir) / "metrics.jsonl"
     return read_log(p) if p.exists() else []
+
+
+def progress_bar(total: int, initial: int, enabled: bool, desc: str) -> Any:
+    """The loop's progress bar (tqdm on stderr)."""
+    from tqdm.auto import tqdm
+
+    # on a terminal the bar redraws in place; in a log file, one line every 30 s is enough
+    interval = 0.1 if sys.stderr.isatty() else 30.0
+    return tqdm(
+        total=total,
+        initial=initial,
+        disable=not enabled,
+        desc=desc,
+        unit="step",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=interval,
+    )

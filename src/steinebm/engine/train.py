@@ -1,23 +1,24 @@
 """The training loop: data order, optimizer steps, evaluation, checkpoints, logs, resume.
 
-The maths lives in the learners; this file only moves batches and state around.
-A run folder holds ``config.yaml``, ``metrics.jsonl`` (one JSON object per line),
-``checkpoint.pt`` (one dict: modules, optimizers with their learning rates, counters, RNG state
-and config) and, with ``tensorboard=true``, ``tensorboard/`` (the same scalars as event files).
-Files are replaced atomically (temp file, fsync, rename, fsync of the folder), so a kill at any
-moment leaves the last complete checkpoint readable and a resumed run ends bit-identical (on the
-CPU) to one never interrupted. Before the first step the folder is checked for writability and
-for room for two checkpoints, so a full disk is reported at the start, not hours in.
+The maths lives in the learning rules (:mod:`steinebm.learners`); the parts come from
+:func:`~steinebm.engine.build.build_parts`; this file only moves batches and state around, and
+names no rule. A run folder holds ``config.yaml`` (the keys the run reads), ``metrics.jsonl`` (one
+JSON object per line), ``checkpoint.pt`` (one dict: :mod:`steinebm.engine.state`) and, with
+``tensorboard=true``, ``tensorboard/`` (the same scalars as event files). Files are replaced
+atomically (:mod:`steinebm.engine.checkpoint`), so a kill at any moment leaves the last complete
+checkpoint readable and a resumed run ends bit-identical (on the CPU) to one never interrupted.
+Before the first step the folder is checked for writability and for room for the checkpoints
+(:mod:`steinebm.engine.preflight`), so a full disk is reported at the start, not hours in.
 
-A non-finite loss or parameter stops the run, naming the step it came at (``on_divergence=stop``)
-or, with ``on_divergence=rollback``, reloads the last checkpoint, lowers every learning rate by
-``rollback_lr_factor`` and goes on, at most ``max_rollbacks`` times a run.
+A non-finite loss or parameter, or a finite blow-up (:mod:`steinebm.engine.guard`), stops the run
+naming the step it came at (``on_divergence=stop``) or, with ``on_divergence=rollback``, reloads
+the last checkpoint, lowers every learning rate by ``rollback_lr_factor`` and goes on, at most
+``max_rollbacks`` times a run.
 
-The loop reads the device on the host only where it logs or saves: the finiteness checks
-(:class:`~steinebm.learners.rules.DivergenceWatch`), the summed loss and the rules' statistics
-stay on the device between log lines, so a GPU step is not stalled by a read. What a rule itself
-decides on the host (SteinGAN's adaptive discount, SteinCD-GAN's coin, the alternating schedule)
-it reads at its step.
+The loop reads the device on the host only where it logs or saves: the finiteness checks, the
+summed loss and the rules' statistics stay on the device between log lines, so a GPU step is not
+stalled by a read. What a rule itself decides on the host (SteinGAN's adaptive discount,
+SteinCD-GAN's coin, the alternating schedule) it reads at its step.
 """
 
 from __future__ import annotations
@@ -30,24 +31,13 @@ from typing import Any
 
 import torch
 import yaml
-from torch import Tensor, nn
+from torch import Tensor
 
 from steinebm.core.distributed import Ranks, from_env
 from steinebm.data import Dataset
-from steinebm.engine.build import (
-    N_CLASSES,
-    build_generator,
-    build_kernel,
-    build_learner,
-    build_model,
-    build_parts,
-    load,
-    load_config_dataset,
-    load_generator,
-)
+from steinebm.engine.build import N_CLASSES, build_parts, load_config_dataset
 from steinebm.engine.checkpoint import (
     CHECKPOINT,
-    VERSION,
     atomic_write,
     load_checkpoint,
     load_latest,
@@ -55,9 +45,10 @@ from steinebm.engine.checkpoint import (
     save_checkpoint,
 )
 from steinebm.engine.config import Config, unused_settings, used_dict
+from steinebm.engine.evaluate import evaluate_run
+from steinebm.engine.guard import DivergenceGuard
 from steinebm.engine.preflight import (
     CONFIG_HEADER,
-    RESUMABLE_CHANGES,
     RunStart,
     check_free_space,
     check_run_folder,
@@ -69,38 +60,13 @@ from steinebm.engine.preflight import (
     resolve_device,
 )
 from steinebm.engine.provenance import check_same_data, record_data
-from steinebm.engine.runlog import RunLog, read_metrics, summary_writer_class
+from steinebm.engine.runlog import RunLog, progress_bar, read_metrics, summary_writer_class
+from steinebm.engine.state import LoopState, checkpoint_dict, rank_seed, restore
 from steinebm.errors import DivergenceError, UserError
-from steinebm.evaluation.ais import ais_log_partition
-from steinebm.evaluation.likelihood import EXACT_MAX_HIDDEN, log_likelihood, mean_negative_energy
-from steinebm.learners.rules import DivergenceWatch, lr_scaled
-from steinebm.models.energies import GaussianBernoulliRBM
-from steinebm.models.mnist_nets import (
-    LabelSampler,
-    MNISTConditionalGenerator,
-    MNISTGenerator,
-)
-from steinebm.shapes import MNIST_SHAPE
+from steinebm.learners.rules import lr_scaled
+from steinebm.models.mnist_nets import LabelSampler, MNISTConditionalGenerator, MNISTGenerator
 
-__all__ = [
-    "train",
-    "build_model",
-    "build_generator",
-    "build_learner",
-    "build_parts",
-    "load_checkpoint",
-    "load",
-    "load_generator",
-    "build_kernel",
-    "load_config_dataset",
-    "read_metrics",
-    "config_diff",
-    "check_run_folder",
-    "RESUMABLE_CHANGES",
-    "MNIST_SHAPE",
-    "N_CLASSES",
-    "CHECKPOINT",
-]
+__all__ = ["train", "lr_decay"]
 
 # the metrics.jsonl key of each optimizer's learning rate in a rollback record
 LR_KEYS = {"optimizer": "lr", "gen_optimizer": "gen_lr", "cd_optimizer": "cd_lr"}
@@ -113,41 +79,6 @@ def lr_decay(cfg: Config, epoch: int) -> float:
     if start is None or epoch < start:
         return 1.0
     return 1.0 - (epoch - start) / (cfg.epochs - start)
-
-
-def _norms(modules: dict[str, nn.Module]) -> dict[str, Tensor]:
-    """The L2 norm of each module's parameters (0-d tensors on their device: no host read)."""
-    out = {}
-    for name, mod in modules.items():
-        params = [p.detach() for p in mod.parameters()]
-        if params:
-            out[name] = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p) for p in params]))
-    return out
-
-
-def _check_growth(modules: dict[str, nn.Module], init: dict[str, Tensor], growth: float) -> None:
-    """A run whose parameters stay finite can still have exploded (lr far too high: a test
-    log-likelihood of -1e16). It is taken as diverged when some part's parameter norm exceeds
-    ``growth`` times its norm at initialisation (at least 1): the shipped configs' runs stay
-    within a few times theirs, an exploded run passes it by many orders of magnitude."""
-    if not growth:
-        return
-    now = _norms(modules)
-    names = list(init)
-    if not names:
-        return
-    ratios = torch.stack([now[k] / init[k].clamp(min=1.0) for k in names]).tolist()  # one host read
-    r, worst = max(zip(ratios, names))
-    if r > growth:
-        raise DivergenceError(
-            f"the {worst}'s parameter norm grew to {r:.3g} times its initial one (diverge_growth={growth:g})"
-        )
-
-
-def _all_finite(modules: dict[str, nn.Module]) -> Tensor:
-    """Whether every parameter is finite, as a 0-d bool tensor on the device (no host read)."""
-    flags = [torch.isfinite(p).all() for mod in modules.values() for p in mod.parameters()]
-    return torch.stack(flags).all() if flags else torch.tensor(True)
 
 
 def _numbers(stats: dict[str, Any]) -> dict[str, Any]:
@@ -191,20 +122,19 @@ def _train(
     if ranks.active and cfg.batch_size % ranks.world:
         raise UserError(f"batch_size={cfg.batch_size} does not split over {ranks.world} processes: make it a multiple")
 
+    # ---- the folder, the data and the parts (nothing is written before the checks pass) ----
     def check_folder() -> None:
         check_run_folder(out, resume)
         start.created = check_writable(out)
         if cfg.tensorboard:
             summary_writer_class()
 
-    # every rank has seen the folder as it was before rank 0 writes to it
-    on_main(ranks, check_folder)
+    on_main(ranks, check_folder)  # every rank has seen the folder as it was before rank 0 writes to it
     if ranks.is_main:  # before the free-space check: they may be what fills the disk
         remove_stale_temps(out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(device_name)
-
     data = dataset if dataset is not None else load_config_dataset(cfg)
     cfg = record_data(cfg, data)  # the data's name and fingerprint, kept in config.yaml and the checkpoint
     x_train = data.train.x[: cfg.n_train] if cfg.n_train else data.train.x
@@ -215,7 +145,6 @@ def _train(
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch < 1:
         raise UserError(f"batch_size={cfg.batch_size} is larger than the {n} training images")
-
     if (cfg.model == "joint" or cfg.conditional) and data.train.y.numel() and int(data.train.y.max()) >= N_CLASSES:
         raise UserError(
             f"the joint and class-conditional networks have {N_CLASSES} classes, but {data.name}'s labels go up to "
@@ -235,46 +164,12 @@ def _train(
     if isinstance(G, LabelSampler) and not resume:
         # a conditional generator draws labels as often as the training set holds them
         G.set_class_counts(torch.bincount(data.train.y, minlength=G.n_classes).float())
-    model = parts.modules["model"]
 
-    def rank_seed(at_step: int) -> int:
-        # rank 0 of a fresh run draws exactly what a one-process run draws
-        return cfg.seed + 1 + 1_000_003 * ranks.rank + 7_919 * at_step
-
-    rng = torch.Generator(device=device).manual_seed(rank_seed(0))  # the learners' random draws
-
-    # the training loss summed since the last log line: saved too, so that a resumed run's next
-    # line averages the same steps as an uninterrupted run's. It stays on the device (a tensor
-    # after the first step) and is read once per log line.
-    loss_sum: float | Tensor = 0.0
-    loss_n = 0
-
-    def restore(ck: dict[str, Any]) -> int:
-        """Load modules, optimizers (learning rates included), this rank's random stream and loss
-        window from a checkpoint; returns its step."""
-        nonlocal loss_sum, loss_n
-        for name, mod in parts.modules.items():
-            mod.load_state_dict(ck[name])
-        for name, opt in parts.optimizers.items():
-            opt.load_state_dict(ck[name])
-        at = int(ck["step"])
-        saved = ck.get("rng_ranks") or [ck["rng"]]
-        if ranks.rank < len(saved):
-            rng.set_state(saved[ranks.rank])
-        else:  # more processes than when it was saved: a fresh stream for this rank
-            rng.manual_seed(rank_seed(at))
-        windows = ck.get("loss_windows") or []
-        loss_sum, loss_n = (
-            (float(windows[ranks.rank][0]), int(windows[ranks.rank][1])) if ranks.rank < len(windows) else (0.0, 0)
-        )
-        return at
-
-    # the divergence guard's yardstick: each part's parameter norm as built from the seed (the
-    # same before every resume, so a resumed run judges growth as an uninterrupted one does)
-    init_norms = _norms(parts.modules)
-    step = 0
-    rollbacks = 0  # of the whole run, resumes included: max_rollbacks bounds them all
-    elapsed = 0.0  # seconds of training before this process, for the run's total time
+    # ---- the state: fresh, or from the checkpoint ----
+    rng = torch.Generator(device=device).manual_seed(rank_seed(cfg.seed, ranks.rank, 0))  # the rule's draws
+    # the guard's yardstick is the parts as built from the seed, before any resume
+    guard = DivergenceGuard(parts.modules, cfg.diverge_growth, getattr(parts, "watch", None))
+    state = LoopState(started=time.time())
     if resume:
         latest: list[dict[str, Any]] = []
 
@@ -290,240 +185,172 @@ def _train(
         diff = config_diff(ck["config"], cfg)
         if diff:
             raise UserError(f"cannot resume {out}: the config differs in {', '.join(diff)}; use the saved config.yaml")
-        step = restore(ck)
-        rollbacks = int(ck.get("rollbacks", 0))
-        elapsed = float(ck.get("elapsed", 0.0))
+        restore(parts, ck, rng, ranks, state, cfg.seed)
+        state.rollbacks = int(ck.get("rollbacks", 0))
+        state.started = time.time() - float(ck.get("elapsed", 0.0))  # the run's clock, across resumes
         del ck, latest
-    if ranks.is_main and not resume:
+    else:
         start.wrote += [out / "metrics.jsonl", out / "config.yaml"]
         start.wrote += [out / name for name in ("tensorboard", "samples") if not (out / name).exists()]
     log = RunLog(
         out / "metrics.jsonl",
-        keep_until_step=step if resume else None,
+        keep_until_step=state.step if resume else None,
         enabled=ranks.is_main,
         tensorboard=out / "tensorboard" if cfg.tensorboard else None,
     )
-    if ranks.is_main:
-        # only the keys this run reads (the checkpoint keeps them all)
+    if ranks.is_main:  # only the keys this run reads (the checkpoint keeps them all)
         config_text = (CONFIG_HEADER + yaml.safe_dump(used_dict(cfg), sort_keys=False)).encode()
         atomic_write(out / "config.yaml", lambda fh: fh.write(config_text))
-
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
+    saved_at = state.step if resume else -1  # the step of the newest checkpoint
 
-    saved_at = step if resume else -1  # the step of the newest checkpoint
-
-    def save() -> None:
-        # a collective: every rank calls save()
+    def save() -> None:  # a collective: every rank calls it, and takes or skips the same saves
         nonlocal saved_at
-        saved_at = step  # on every rank, so that all of them skip or take the same saves
-        gathered: list[Any] = ranks.gather_objects((rng.get_state(), float(loss_sum), loss_n))
-        if not ranks.is_main:
-            return
-        log.flush()  # the TensorBoard events are at least as far along as the checkpoint
-        save_checkpoint(
-            {
-                "version": VERSION,
-                **{name: mod.state_dict() for name, mod in parts.modules.items()},
-                **{name: opt.state_dict() for name, opt in parts.optimizers.items()},
-                "step": step,
-                "rng": rng.get_state(),
-                "rng_ranks": [g[0] for g in gathered],
-                "loss_windows": [[g[1], g[2]] for g in gathered],
-                "rollbacks": rollbacks,
-                "config": cfg.to_dict(),
-                "dim": dim,
-                "image_shape": list(data.image_shape),
-                "elapsed": time.time() - t0,
-            },
-            ck_path,
-        )
-        start.saved = True
+        saved_at = state.step
+        ck = checkpoint_dict(parts, state, rng, ranks, cfg, dim, tuple(data.image_shape))
+        if ck is not None:
+            log.flush()  # the TensorBoard events are at least as far along as the checkpoint
+            save_checkpoint(ck, ck_path)
+            start.saved = True
 
-    def evaluate(epoch: float) -> dict[str, Any]:
-        rec: dict[str, Any] = {"step": step, "epoch": epoch}
+    def evaluate() -> dict[str, Any]:
+        epoch = state.step / steps_per_epoch
+        rec: dict[str, Any] = {"step": state.step, "epoch": epoch}
         if not ranks.is_main:
             return rec
-        if isinstance(model, GaussianBernoulliRBM) and model.n_hidden > EXACT_MAX_HIDDEN:
-            # too many hidden units to enumerate: one AIS log Z (seeded by the step) for both splits
-            # the chains are drawn on the model's device, so the generator must live there too
-            ais_rng = torch.Generator(device=device).manual_seed(step)
-            est = ais_log_partition(model, n_chains=100, n_betas=2_000, generator=ais_rng)
-            rec["test_ll"] = mean_negative_energy(model, x_test) - est.log_z
-            rec["val_ll"] = mean_negative_energy(model, x_val) - est.log_z
-            rec["ll_stderr"], rec["ll_method"] = est.stderr, "ais"
-        elif hasattr(model, "log_partition"):
-            rec["test_ll"] = log_likelihood(model, x_test, "exact").value
-            rec["val_ll"] = log_likelihood(model, x_val, "exact").value
-        if cfg.eval_samples and G is not None:
-            rec.update(_score_generator(G, cfg.eval_samples, out / "samples" / f"step-{step:07d}.png"))
-        rec["time"] = time.time() - t0
+        grid = out / "samples" / f"step-{state.step:07d}.png"
+        rec.update(evaluate_run(parts.modules["model"], x_test, x_val, state.step, G, cfg.eval_samples, grid))
+        rec["time"] = state.elapsed()
         log.write(rec)
+        if "test_ll" in rec:
+            bar.set_postfix(test_ll=f"{rec['test_ll']:.2f}")
         if not cfg.progress:  # no bar: one line per evaluation shows the run is alive
             ll = f", test_ll {rec['test_ll']:.2f}" if "test_ll" in rec else ""
             print(
-                f"{cfg.method} seed {cfg.seed}: epoch {epoch:.4g}/{cfg.epochs}, step {step}/{total_steps}{ll}, "
+                f"{cfg.method} seed {cfg.seed}: epoch {epoch:.4g}/{cfg.epochs}, step {state.step}/{total_steps}{ll}, "
                 f"{rec['time']:.0f} s",
                 file=sys.stderr,
                 flush=True,
             )
         return rec
 
-    def logged_eval(at: int) -> dict[str, Any]:
-        """The evaluation already logged at step ``at``, if any (after a resume or rollback)."""
-        done = [r for r in read_metrics(out) if "epoch" in r and r["step"] == at]
+    def logged_eval() -> dict[str, Any]:
+        """The evaluation already logged at this step, if any (after a resume or rollback)."""
+        done = [r for r in read_metrics(out) if "epoch" in r and r["step"] == state.step]
         return done[-1] if done else {}
 
     def lrs() -> dict[str, float]:
         return {LR_KEYS.get(name, f"{name}_lr"): opt.param_groups[0]["lr"] for name, opt in parts.optimizers.items()}
 
-    def roll_back(reason: str) -> int:
+    def roll_back(reason: str, failed_step: int) -> None:
         """Back to the last checkpoint with every learning rate times rollback_lr_factor (the
         rates in force now, so a second rollback to the same checkpoint lowers them again)."""
         ranks.barrier()  # rank 0 has finished writing the checkpoint every rank reads
         now = {name: [g["lr"] for g in opt.param_groups] for name, opt in parts.optimizers.items()}
-        at = restore(load_checkpoint(ck_path))
+        restore(parts, load_checkpoint(ck_path), rng, ranks, state, cfg.seed)
         for name, opt in parts.optimizers.items():
             for group, lr in zip(opt.param_groups, now[name]):
                 group["lr"] = lr * cfg.rollback_lr_factor
-        log.truncate(at)
-        log.write({"step": at, "rollback": rollbacks, "diverged_at": failed_step, **lrs(), "reason": reason})
-        watch.clear()  # the failed steps are undone
-        return at
+        log.truncate(state.step)
+        log.write(
+            {"step": state.step, "rollback": state.rollbacks, "diverged_at": failed_step, **lrs(), "reason": reason}
+        )
+        guard.clear()  # the failed steps are undone
+        save()  # the lowered rates hold from now on, even if the run is killed before the next checkpoint
 
-    # The finiteness checks of a step stay on the device; they are read where the loop next logs
-    # or saves (one host read per logging interval), and name the step that failed.
-    watch: DivergenceWatch = getattr(parts, "watch", None) or DivergenceWatch()
-    t0 = time.time() - elapsed  # the run's clock, across resumes
-    last_eval: dict[str, Any] = {}
-    if resume:  # the evaluation already logged at the checkpoint's step, if any
-        last_eval = logged_eval(step)
-    if step == 0 and not resume:
-        last_eval = evaluate(0.0)
+    # ---- the loop ----
+    bar = progress_bar(total_steps, state.step, cfg.progress and ranks.is_main, desc=f"{cfg.method} seed {cfg.seed}")
+    last_eval = logged_eval() if resume else {}
+    if not resume:
+        last_eval = evaluate()
         save()
-    bar = _progress(total_steps, step, cfg.progress and ranks.is_main, desc=f"{cfg.method} seed {cfg.seed}")
     perm_epoch, perm = -1, torch.empty(0, dtype=torch.long)
-    failed_step = step + 1
+    failed_step = state.step + 1
     try:
-        while step < total_steps:
-            epoch, b = divmod(step, steps_per_epoch)
+        while state.step < total_steps:
+            epoch, b = divmod(state.step, steps_per_epoch)
             if epoch != perm_epoch:
                 # The order of an epoch depends only on (seed, epoch): a resumed run sees the same batches.
                 g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
                 perm, perm_epoch = torch.randperm(n, generator=g).to(device), epoch
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             x_pos, y_pos = ranks.local_slice(x_train[idx]), ranks.local_slice(y_train[idx])
-            failed_step = step + 1
-            watch.at_step(failed_step)
+            failed_step = state.step + 1
+            guard.at_step(failed_step)
             if cfg.input_dropout > 0 or cfg.head_dropout > 0:
                 # torch's own generator feeds the energy's dropout: seeded per step and rank, so a
                 # resumed run draws the same masks
-                torch.manual_seed(rank_seed(step) + 1)
+                torch.manual_seed(rank_seed(cfg.seed, ranks.rank, state.step) + 1)
+            after = state.step + 1
+            writes = (
+                after % cfg.log_every == 0
+                or after % steps_per_epoch == 0
+                or (cfg.checkpoint_every > 0 and after % cfg.checkpoint_every == 0)
+                or after == total_steps
+            )
             try:
                 with ExitStack() as scaled:
-                    decay = lr_decay(cfg, epoch)
                     for opt in parts.optimizers.values():
-                        scaled.enter_context(lr_scaled(opt, decay))
+                        scaled.enter_context(lr_scaled(opt, lr_decay(cfg, epoch)))
                     loss, stats = parts.step(x_pos, rng, y_pos)
-                watch.check(_all_finite(parts.modules), "non-finite parameters after the update")
-                after = step + 1
-                if (
-                    after % cfg.log_every == 0
-                    or after % steps_per_epoch == 0
-                    or (cfg.checkpoint_every and after % cfg.checkpoint_every == 0)
-                    or after == total_steps
-                ):  # before anything is logged or saved: a finite blow-up is caught too
-                    watch.raise_if_failed(ranks)
-                    _check_growth(parts.modules, init_norms, cfg.diverge_growth)
+                guard.after_update()
+                if writes:  # before anything is logged or saved: a finite blow-up is caught too
+                    guard.check(ranks)
             except DivergenceError as e:
                 failed_step = getattr(e, "step", failed_step)  # a watched failure names its own step
-                if cfg.on_divergence != "rollback" or rollbacks >= cfg.max_rollbacks:
+                if cfg.on_divergence != "rollback" or state.rollbacks >= cfg.max_rollbacks:
                     raise
-                rollbacks += 1
-                step = roll_back(str(e))
-                save()  # the lowered rates hold from now on, even if the run is killed before the next checkpoint
-                last_eval = logged_eval(step)
-                bar.n = step
+                state.rollbacks += 1
+                roll_back(str(e), failed_step)
+                last_eval = logged_eval()
+                bar.n = state.step
                 bar.refresh()
                 continue
-            step += 1
-            loss_sum = loss_sum + loss.detach()
-            loss_n += 1
+            state.step += 1
+            state.add_loss(loss)
             bar.update(1)
-            if step % cfg.log_every == 0:
-                mean_loss = float(loss_sum) / loss_n
-                log.write({"step": step, "loss": ranks.mean(mean_loss), **_numbers(stats)})
+            if state.step % cfg.log_every == 0:
+                mean_loss = state.take_mean_loss()
+                log.write({"step": state.step, "loss": ranks.mean(mean_loss), **_numbers(stats)})
                 bar.set_postfix(loss=f"{mean_loss:.4g}")
-                loss_sum, loss_n = 0.0, 0
-            end_of_epoch = step % steps_per_epoch == 0
-            if end_of_epoch and cfg.eval_every and (step // steps_per_epoch) % cfg.eval_every == 0:
-                last_eval = evaluate(step / steps_per_epoch)
-                if "test_ll" in last_eval:
-                    bar.set_postfix(test_ll=f"{last_eval['test_ll']:.2f}")
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or (
+            end_of_epoch = state.step % steps_per_epoch == 0
+            if end_of_epoch and cfg.eval_every and (state.step // steps_per_epoch) % cfg.eval_every == 0:
+                last_eval = evaluate()
+            if (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0) or (
                 not cfg.checkpoint_every and end_of_epoch
             ):
                 save()
-        if not last_eval or last_eval["step"] != step:
-            last_eval = evaluate(step / steps_per_epoch)
-        if saved_at != step:  # a second save of the same step would push out the previous checkpoint
+        if not last_eval or last_eval["step"] != state.step:
+            last_eval = evaluate()
+        if saved_at != state.step:  # a second save of the same step would push out the previous checkpoint
             save()
     except DivergenceError as e:
-        last = load_checkpoint(ck_path)["step"] if ck_path.exists() else None
-        if cfg.on_divergence == "rollback":
-            lr_now = ", ".join(f"{k}={v:.3g}" for k, v in lrs().items())
-            tried = f" after {rollbacks} rollback{'s' * (rollbacks != 1)} ({lr_now})"
-            hint = "start a new out_dir with a lower lr or sampler step size, or resume with a larger max_rollbacks"
-        else:
-            tried = ""
-            hint = (
-                f"resume it with `steinebm resume {out} on_divergence=rollback`, or start a new out_dir with a "
-                "lower lr or sampler step size"
-            )
-        raise DivergenceError(
-            f"training diverged at step {failed_step}{tried}: {e}; the last good checkpoint is {ck_path} "
-            f"(step {last}); {hint}"
-        ) from None
+        raise _diverged(e, cfg, out, failed_step, state.rollbacks, lrs()) from None
     finally:
         bar.close()
         log.close()
     return last_eval
 
 
-def _score_generator(G: nn.Module, n: int, grid_png: Path) -> dict[str, float]:
-    """``n`` images from seeded noise scored under both MNIST classifiers, and the first 100 as
-    a 10 x 10 grid (scored as one split, and saved to ``grid_png``). The generator's mode is
-    left as it was."""
-    from steinebm.evaluation.sample_scores import generated_images, grid_scores, score_images
-    from steinebm.grids import save_image_grid
-
-    was = G.training
-    G.eval()
-    try:
-        x = generated_images(G, n, seed=0, batch_size=min(n, 1000))
-    finally:
-        G.train(was)
-    scores = score_images(x)
-    if n >= 100:
-        scores.update(grid_scores(x))
-        grid_png.parent.mkdir(exist_ok=True)
-        save_image_grid(x[:100], grid_png, MNIST_SHAPE, nrow=10)
-    return scores
-
-
-def _progress(total: int, initial: int, enabled: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
-
-    # on a terminal the bar redraws in place; in a log file, one line every 30 s is enough
-    interval = 0.1 if sys.stderr.isatty() else 30.0
-    return tqdm(
-        total=total,
-        initial=initial,
-        disable=not enabled,
-        desc=desc,
-        unit="step",
-        file=sys.stderr,
-        dynamic_ncols=True,
-        mininterval=interval,
+def _diverged(
+    e: DivergenceError, cfg: Config, out: Path, failed_step: int, rollbacks: int, lrs: dict[str, float]
+) -> DivergenceError:
+    """The run's one-line divergence error: where, why, the last good checkpoint and what to do."""
+    ck_path = out / CHECKPOINT
+    last = load_checkpoint(ck_path)["step"] if ck_path.exists() else None
+    if cfg.on_divergence == "rollback":
+        lr_now = ", ".join(f"{k}={v:.3g}" for k, v in lrs.items())
+        tried = f" after {rollbacks} rollback{'s' * (rollbacks != 1)} ({lr_now})"
+        hint = "start a new out_dir with a lower lr or sampler step size, or resume with a larger max_rollbacks"
+    else:
+        tried = ""
+        hint = (
+            f"resume it with `steinebm resume {out} on_divergence=rollback`, or start a new out_dir with a "
+            "lower lr or sampler step size"
+        )
+    return DivergenceError(
+        f"training diverged at step {failed_step}{tried}: {e}; the last good checkpoint is {ck_path} "
+        f"(step {last}); {hint}"
     )
