@@ -53,6 +53,7 @@ MODULES = [
     "steinebm.engine.preflight",
     "steinebm.core.distributed",
     "steinebm.reproduction.plots",
+    "steinebm.reproduction.document",
     "steinebm.grids",
     "steinebm.naming",
     "steinebm.errors",

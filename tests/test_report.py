@@ -16,6 +16,7 @@ import yaml
 from PIL import Image
 
 from steinebm.cli import main
+from steinebm.reproduction import document as doc
 from steinebm.reproduction.report import PANEL_COLUMNS, PANEL_PX, write_report
 
 TINY = ["dataset=mnist-embedded", "n_train=100", "batch_size=25", "n_hidden=3", "max_steps=12", "log_every=4"]
@@ -31,9 +32,9 @@ def _png(path: Path, size: tuple[int, int], colour: tuple[int, int, int]) -> Non
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory) -> Path:
     """A folder shaped like a reproduction: two real runs (an RBM trained by SteinCD and a
-    SteinGAN with its generator) under runs/, a FIGURE.md with a table, an inline picture and
-    a picture cell, one PNG it does not mention, summary.json; the SteinGAN run also holds a
-    samples.png, as `steinebm sample` leaves it."""
+    SteinGAN with its generator) under runs/, a page in summary.json (and its FIGURE.md) with
+    two tables, a picture cell and pictures (one of them missing), one PNG it does not mention;
+    the SteinGAN run also holds a samples.png, as `steinebm sample` leaves it."""
     root = tmp_path_factory.mktemp("fig9")
     rbm, gan = root / "runs" / "steincd" / "seed0", root / "runs" / "steingan" / "seed0"
     assert main(["train", *TINY, "method=steincd", "progress=false", f"out_dir={rbm}"]) == 0
@@ -42,14 +43,14 @@ def repro(tmp_path_factory) -> Path:
     _png(root / "fig9.png", (90, 60), MAGENTA)
     _png(root / "fig9-grid.png", (50, 50), (120, 120, 120))
     _png(root / "fig9-extra.png", (70, 30), (200, 200, 200))
-    (root / "fig9.md").write_text(
-        "Dataset: mnist-embedded; a **tiny** run.\n\n"
-        "| claim | measured | verdict |\n| --- | --- | --- |\n"
-        "| SteinCD beats CD | -700 vs -720 | held |\n| SteinGAN draws digits | 1.2 | not held |\n\n"
-        "| panel | picture |\n| --- | --- |\n| SteinGAN | fig9-grid.png |\n\n"
-        "![the figure](fig9.png) ![gone](no-such.png)\n"
-    )
-    (root / "summary.json").write_text(json.dumps({"rows": [{"variant": "a", "ll_mean": -700.0}]}))
+    claims = [["SteinCD beats CD", "-700 vs -720", "held"], ["SteinGAN draws digits", "1.2", "not held"]]
+    blocks = [
+        doc.text("Dataset: mnist-embedded; a ", doc.strong("tiny"), " run."),
+        doc.table(["claim", "measured", "verdict"], claims),
+        doc.table(["panel", "picture"], [["SteinGAN", doc.image_cell("fig9-grid.png")]]),
+        doc.images([("fig9.png", "the figure"), ("no-such.png", "gone")]),
+    ]
+    doc.write_page(root, {"rows": [{"variant": "a", "ll_mean": -700.0}]}, doc.page("fig9.md", blocks))
     return root
 
 
@@ -67,7 +68,9 @@ class _Page(HTMLParser):
         self.urls: list[str] = []
         self.tags: list[str] = []
         self.tables: list[dict] = []
+        self.pre: list[str] = []
         self._cell: list[str] | None = None
+        self._pre: list[str] | None = None
 
     def handle_starttag(self, tag, attrs):
         a = {k: v or "" for k, v in attrs}
@@ -83,10 +86,14 @@ class _Page(HTMLParser):
             self.tables[-1]["rows"].append([])
         elif tag in ("th", "td"):
             self._cell = []
+        elif tag == "pre":
+            self._pre = []
 
     def handle_data(self, data):
         if self._cell is not None:
             self._cell.append(data)
+        if self._pre is not None:
+            self._pre.append(data)
 
     def handle_endtag(self, tag):
         if not self.open or self.open.pop() != tag:
@@ -95,6 +102,9 @@ class _Page(HTMLParser):
             text = "".join(self._cell).strip()
             (self.tables[-1]["head"] if tag == "th" else self.tables[-1]["rows"][-1]).append(text)
             self._cell = None
+        if tag == "pre" and self._pre is not None:
+            self.pre.append("".join(self._pre))
+            self._pre = None
 
 
 def _parse(path: Path) -> _Page:
@@ -159,13 +169,13 @@ def test_reproduction_page(repro, tmp_path):
     # samples.png of the SteinGAN run, byte for byte
     [(img, im)] = by_kind["existing"]
     assert img["data-source"] == "samples.png" and im.size == Image.open(gan / "samples.png").size
-    # the markdown's picture and picture cell, then the PNG it does not mention; the missing one is text
+    # the page's picture and picture cell, then the PNG it does not mention; the missing one is text
     figures = {img["data-source"]: im.size for img, im in by_kind["figure"]}
     assert figures == {"fig9-grid.png": (50, 50), "fig9.png": (90, 60), "fig9-extra.png": (70, 30)}
     assert len(page.imgs) == 2 + 2 + 1 + 3
     assert "no-such.png not found" in out.read_text()
 
-    md = [t for t in page.tables if t["class"] == "md"]
+    md = [t for t in page.tables if t["class"] == "doc"]
     assert [t["head"] for t in md] == [["claim", "measured", "verdict"], ["panel", "picture"]]
     assert md[0]["rows"][1:] == [
         ["SteinCD beats CD", "-700 vs -720", "held"],
@@ -178,6 +188,54 @@ def test_reproduction_page(repro, tmp_path):
     assert diff["head"] == ["run", *keys]
     assert [row[0] for row in diff["rows"][1:]] == ["steincd/seed0", "steingan/seed0"]
     assert "steps done" in out.read_text() and "12 of 12: finished" in out.read_text()
+
+
+def test_a_reproduction_page_is_rendered_from_summary_json(tmp_path):
+    """fig1a writes its page into summary.json and FIGURE.md as that page's markdown; the report
+    draws the tables from summary.json alone, so they survive the markdown file's removal."""
+    from steinebm.reproduction.reproduce import fig1a
+
+    out = tmp_path / "fig1a"
+    summary = fig1a(
+        out=out, dataset="mnist-embedded", seeds=1, epochs=1, sweep=False, jobs=1, n_train=200,
+        methods=["CD-1", "SteinCD"], log=lambda s: None,
+    )  # fmt: skip
+    page = json.loads((out / "summary.json").read_text())["document"]
+    assert page["file"] == "fig1a.md"
+    assert doc.to_markdown(page["blocks"]) == (out / "fig1a.md").read_text()
+    (out / "fig1a.md").unlink()
+    html = _parse(write_report([out], tmp_path / "r.html", samples=0))
+    tables = [t for t in html.tables if t["class"] == "doc"]
+    assert [t["head"] for t in tables] == [
+        ["method", "chosen setting", "final test LL (nats)", "best-epoch test LL"],
+        ["claim", "measured", "verdict"],
+    ]
+    rows = tables[0]["rows"][1:]
+    assert [r[0] for r in rows] == ["CD-1", "SteinCD", "B = 0, b = training mean"]
+    assert rows[1][2] == f"{summary['rows'][1]['final_test_ll_mean']:.2f} ± 0.00"
+    assert rows[2][2] == f"{summary['baseline_test_ll']:.2f}"
+    assert tables[1]["rows"][1:] == [[c["claim"], c["measured"], c["verdict"]] for c in summary["claims"]]
+    # the figure the page does not show is under "figures"
+    assert [img["data-source"] for img in html.imgs if img["data-kind"] == "figure"] == ["fig1a.png"]
+
+
+def test_an_older_reproduction_shows_its_markdown_unparsed(tmp_path):
+    """A folder written before summary.json held the page: its markdown is shown as text (escaped),
+    with a note, and nothing of it is read as tables or pictures."""
+    old = tmp_path / "old"
+    old.mkdir()
+    text = "Dataset: x.\n\n| a | b |\n| --- | --- |\n| <b>x</b> & y | 1 |\n\n![the figure](fig9.png)\n"
+    (old / "fig9.md").write_text(text)
+    _png(old / "fig9.png", (90, 60), MAGENTA)
+    (old / "summary.json").write_text(json.dumps({"rows": [1]}))
+    out = write_report([old], tmp_path / "r.html", samples=0)
+    html = _parse(out)
+    assert not html.tables and "b" not in html.tags  # no table, and the <b> stayed text
+    assert html.pre[0] == text
+    assert "&lt;b&gt;x&lt;/b&gt; &amp; y" in out.read_text()
+    assert "written by an older version" in out.read_text() and "reproduce command again" in out.read_text()
+    # the picture is shown once, as a file of the folder, not as the markdown's picture
+    assert [img["data-source"] for img in html.imgs] == ["fig9.png"]
 
 
 def test_runs_side_by_side_without_fresh_samples(repro, tmp_path, capsys):
@@ -195,7 +253,7 @@ def test_runs_side_by_side_without_fresh_samples(repro, tmp_path, capsys):
     # the runs share their folder name, so the rows are told apart by their parents
     assert diff["head"] == ["run", *_differing(rbm, gan)]
     assert len({row[0] for row in diff["rows"][1:]}) == 2
-    assert not [t for t in page.tables if t["class"] == "md"]
+    assert not [t for t in page.tables if t["class"] == "doc"]
 
 
 def test_a_run_named_twice_is_shown_once(repro, tmp_path):
@@ -223,6 +281,13 @@ def _damaged_metrics(repro: Path, tmp: Path) -> Path:
     return run
 
 
+def _damaged_page(repro: Path, tmp: Path) -> Path:
+    folder = tmp / "badpage"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"document": {"file": "x.md", "blocks": [{"kind": "chart"}]}}))
+    return folder
+
+
 def _damaged_config(repro: Path, tmp: Path) -> Path:
     run = tmp / "badcfg"
     shutil.copytree(repro / "runs" / "steincd" / "seed0", run)
@@ -237,8 +302,9 @@ def _damaged_config(repro: Path, tmp: Path) -> Path:
         (lambda repro, tmp: tmp / "nothing-here", "is not a folder"),
         (_damaged_metrics, "is damaged at line 2"),
         (_damaged_config, "is not a steinebm config"),
+        (_damaged_page, "is damaged (block 0 is not one of the kinds"),
     ],
-    ids=["empty-folder", "missing", "damaged-metrics", "damaged-config"],
+    ids=["empty-folder", "missing", "damaged-metrics", "damaged-config", "damaged-page"],
 )
 def test_bad_input_is_one_line_and_exit_2(make, needle, repro, tmp_path, capsys):
     arg = make(repro, tmp_path / "in")

@@ -7,14 +7,13 @@ inline, no web fonts or scripts), so it can be mailed, archived or opened offlin
 show exactly what the runs held when it was written.
 
 Each argument is a *unit*: a run folder (``metrics.jsonl`` or ``checkpoint.pt``), or a folder
-that holds runs below it, such as one written by ``steinebm reproduce``, whose FIGURE.md
-tables (the paper against the measurement) and figure PNGs are shown as well.
+that holds runs below it, such as one written by ``steinebm reproduce``, whose page (the tables
+of the paper against the measurement, kept as data in its summary.json: see
+:mod:`steinebm.reproduction.document`) and figure PNGs are shown as well.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
 import math
@@ -31,6 +30,16 @@ import yaml
 from steinebm.engine.runlog import read_log
 from steinebm.errors import UserError
 from steinebm.naming import slug
+from steinebm.reproduction.document import (
+    Page,
+    check_page,
+    esc,
+    figure_tag,
+    html_table,
+    image_files,
+    read_png,
+    to_html,
+)
 from steinebm.shapes import MNIST_SHAPE
 
 __all__ = [
@@ -39,7 +48,6 @@ __all__ = [
     "collect_units",
     "config_differences",
     "curve_panels",
-    "markdown_to_html",
     "read_log",
     "render_report",
     "write_report",
@@ -53,7 +61,6 @@ PANEL_COLUMNS = 3
 _DPI = 100
 # The keys of an evaluation line that are bookkeeping, not measurements.
 _EVAL_SKIP = {"step", "epoch", "time", "ll_stderr"}
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -80,9 +87,10 @@ class Unit:
     path: Path
     runs: list[Run]
     is_run: bool
-    markdown: list[Path] = field(default_factory=list)
+    markdown: list[Path] = field(default_factory=list)  # shown as text only where there is no page
     figures: list[Path] = field(default_factory=list)
     summary: str | None = None
+    document: Page | None = None  # the figure's page, from summary.json (None: written before pages)
 
     @property
     def anchor(self) -> str:
@@ -188,21 +196,10 @@ def collect_units(paths: Sequence[str | Path]) -> list[Unit]:
         for d in run_dirs:
             rel = d.relative_to(root).as_posix()
             runs.append(_read_run(d, rel[len("runs/") :] if rel.startswith("runs/") else rel))
-        summary = None
-        if (root / "summary.json").is_file():
-            try:
-                summary = json.dumps(json.loads((root / "summary.json").read_text()), indent=2)
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-                raise UserError(f"{root / 'summary.json'} is damaged (not JSON): restore it") from None
+        summary, document = _read_summary(root / "summary.json")
+        figures = sorted(root.glob("*.png"), key=_natural)
         units.append(
-            Unit(
-                root,
-                runs,
-                is_run=False,
-                markdown=markdown,
-                figures=sorted(root.glob("*.png"), key=_natural),
-                summary=summary,
-            )
+            Unit(root, runs, is_run=False, markdown=markdown, figures=figures, summary=summary, document=document)
         )
     # a run named on its own and inside a reproduction given too is shown once, where it comes first
     shown: set[Path] = set()
@@ -216,6 +213,24 @@ def collect_units(paths: Sequence[str | Path]) -> list[Unit]:
     units = [u for u in units if u.runs or not u.is_run]
     _unique_names(units)
     return units
+
+
+def _read_summary(path: Path) -> tuple[str | None, Page | None]:
+    """A reproduction's summary.json, pretty-printed, and the figure's page it holds (None for
+    one written before summary.json held the page); (None, None) without the file."""
+    if not path.is_file():
+        return None, None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"{path} is damaged (not JSON): restore it") from None
+    if not isinstance(data, dict) or "document" not in data:
+        return json.dumps(data, indent=2), None
+    try:
+        document = check_page(data["document"])
+    except ValueError as e:
+        raise UserError(f"the page in {path} is damaged ({e}): run its reproduce command again") from None
+    return json.dumps(data, indent=2), document
 
 
 def _unique_names(units: list[Unit]) -> None:
@@ -369,31 +384,8 @@ def fresh_samples(run: Run, n: int, gibbs_steps: int, seed: int) -> tuple[bytes 
     return _grid_png(x, shape, None), f"{n} fresh samples, {gibbs_steps} Gibbs steps (step {step}, seed {seed})"
 
 
-def _read_png(path: Path) -> bytes | None:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    return data if data.startswith(_PNG_MAGIC) else None
-
-
 # ---------------------------------------------------------------------------------------------
 # HTML
-
-
-def _e(v: Any) -> str:
-    return html.escape(str(v), quote=True)
-
-
-def _img(data: bytes, alt: str, kind: str, source: str = "", cls: str = "") -> str:
-    src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    extra = f' data-source="{_e(source)}"' if source else ""
-    klass = f' class="{cls}"' if cls else ""
-    return f'<img src="{src}" alt="{_e(alt)}" data-kind="{kind}"{extra}{klass}>'
-
-
-def _figure(data: bytes, caption: str, kind: str, source: str = "", cls: str = "") -> str:
-    return f"<figure>{_img(data, caption, kind, source, cls)}<figcaption>{_e(caption)}</figcaption></figure>"
 
 
 def _fmt(v: Any) -> str:
@@ -402,99 +394,6 @@ def _fmt(v: Any) -> str:
             return str(v)
         return f"{v:.6g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
     return str(v)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
-    """A table of already-escaped HTML cells."""
-    klass = f' class="{cls}"' if cls else ""
-    head = "<thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr></thead>" if header else ""
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table{klass}>{head}<tbody>{body}</tbody></table>"
-
-
-_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
-_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
-
-
-def markdown_to_html(text: str, folder: Path, used: set[str] | None = None) -> str:
-    """The markdown a reproduction writes (paragraphs, ``#`` headings, pipe tables, images)
-    as HTML. Images, and table cells that name a PNG beside the file, are inlined from
-    ``folder`` (their names are added to ``used``); links become plain text, since the page
-    must not point outside itself."""
-    used = used if used is not None else set()
-    out: list[str] = []
-    lines = text.splitlines()
-    k = 0
-    while k < len(lines):
-        line = lines[k].strip()
-        if not line:
-            k += 1
-        elif line.startswith("|"):
-            block = []
-            while k < len(lines) and lines[k].strip().startswith("|"):
-                block.append(lines[k].strip())
-                k += 1
-            out.append(_md_table(block, folder, used))
-        elif line.startswith("#"):
-            level = min(6, len(line) - len(line.lstrip("#")) + 2)  # FIGURE.md sits under the page's h2
-            out.append(f"<h{level}>{_md_inline(line.lstrip('#').strip(), folder, used)}</h{level}>")
-            k += 1
-        else:
-            para = []
-            while k < len(lines) and lines[k].strip() and not lines[k].strip().startswith(("|", "#")):
-                para.append(lines[k].strip())
-                k += 1
-            out.append(f"<p>{_md_inline(' '.join(para), folder, used)}</p>")
-    return "\n".join(out)
-
-
-def _md_cells(line: str) -> list[str]:
-    inner = line.strip()
-    inner = inner[1:] if inner.startswith("|") else inner
-    inner = inner[:-1] if inner.endswith("|") else inner
-    return [c.strip() for c in inner.split("|")]
-
-
-def _md_table(block: list[str], folder: Path, used: set[str]) -> str:
-    rows = [_md_cells(b) for b in block]
-    header: list[str] = []
-    if len(rows) > 1 and all(re.fullmatch(r":?-{3,}:?", c) for c in rows[1]):
-        header, rows = rows[0], rows[2:]
-    width = max([len(header), *(len(r) for r in rows)])
-
-    def cell(c: str) -> str:
-        data = _read_png(folder / c) if re.fullmatch(r"[^/\\|]+\.png", c) else None
-        if data is not None:
-            used.add(c)
-            return _img(data, c, "figure", c, "thumb") + f"<div class=small>{_e(c)}</div>"
-        return _md_inline(c, folder, used)
-
-    head = [_md_inline(h, folder, used) for h in header] + [""] * (width - len(header)) if header else []
-    return _table(head, [[cell(c) for c in r] + [""] * (width - len(r)) for r in rows], "md")
-
-
-def _md_inline(text: str, folder: Path, used: set[str]) -> str:
-    parts = []
-    pos = 0
-    for m in _IMAGE.finditer(text):
-        parts.append(_md_text(text[pos : m.start()]))
-        alt, src = m.group(1), m.group(2)
-        data = _read_png(folder / src) if "://" not in src and not src.startswith("data:") else None
-        if data is not None:
-            used.add(src)
-            parts.append(_figure(data, alt or src, "figure", src))
-        else:
-            parts.append(f"<span class=missing>[picture {_e(src)} not found]</span>")
-        pos = m.end()
-    parts.append(_md_text(text[pos:]))
-    return "".join(parts)
-
-
-def _md_text(text: str) -> str:
-    s = _LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})", text)
-    s = html.escape(s, quote=False)
-    s = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", s)
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
 
 
 def config_differences(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
@@ -575,40 +474,73 @@ def _last_values(run: Run) -> str:
     for what, recs in (("last training line", train), ("last evaluation", evals)):
         if recs:
             rec = recs[-1]
-            values = ", ".join(f"{_e(k)} = {_e(_fmt(v))}" for k, v in rec.items())
-            rows.append([_e(what), values])
+            values = ", ".join(f"{esc(k)} = {esc(_fmt(v))}" for k, v in rec.items())
+            rows.append([esc(what), values])
     for name, scores in run.scores.items():
-        rows.append([_e(name), ", ".join(f"{_e(k)} = {_e(_fmt(v))}" for k, v in scores.items())])
-    return _table([], rows, "kv") if rows else ""
+        rows.append([esc(name), ", ".join(f"{esc(k)} = {esc(_fmt(v))}" for k, v in scores.items())])
+    return html_table([], rows, "kv") if rows else ""
 
 
 def _run_html(run: Run, samples: int, gibbs_steps: int, seed: int) -> str:
-    parts = [f'<section class=run id="{run.anchor}"><h3>{_e(run.name)}</h3>']
-    parts.append(f"<div class=small>{_e(run.path)}</div>")
-    parts.append(_table([], [[_e(k), _e(v)] for k, v in _status(run)], "kv"))
+    parts = [f'<section class=run id="{run.anchor}"><h3>{esc(run.name)}</h3>']
+    parts.append(f"<div class=small>{esc(run.path)}</div>")
+    parts.append(html_table([], [[esc(k), esc(v)] for k, v in _status(run)], "kv"))
     parts.append(_last_values(run))
     pics = []
     curves = curves_png(run.records, run.name)
     if curves is not None:
-        pics.append(_figure(curves, f"metrics.jsonl of {run.name}", "curves", "metrics.jsonl"))
+        pics.append(figure_tag(curves, f"metrics.jsonl of {run.name}", "curves", "metrics.jsonl"))
     for p in run.pngs:
-        data = _read_png(p)
+        data = read_png(p)
         if data is not None:
-            pics.append(_figure(data, p.name, "existing", p.name, "grid"))
+            pics.append(figure_tag(data, p.name, "existing", p.name, "grid"))
     if samples > 0:
         data, caption = fresh_samples(run, samples, gibbs_steps, seed)
         if data is not None:
-            pics.append(_figure(data, caption, "samples", cls="grid"))
+            pics.append(figure_tag(data, caption, "samples", cls="grid"))
         else:
-            pics.append(f"<p class=small>{_e(caption)}</p>")
+            pics.append(f"<p class=small>{esc(caption)}</p>")
     if pics:
         parts.append("<div class=pics>" + "".join(pics) + "</div>")
     if run.config is not None:
         text = yaml.safe_dump(run.config, sort_keys=False)
-        parts.append(f"<details><summary>config.yaml</summary><pre>{_e(text)}</pre></details>")
+        parts.append(f"<details><summary>config.yaml</summary><pre>{esc(text)}</pre></details>")
     else:
         parts.append("<p class=small>no config.yaml in this folder</p>")
     parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _reproduction_html(u: Unit) -> str:
+    """A reproduction's page (its tables, rendered from summary.json), the figures the page does
+    not show, and summary.json itself. A folder written before summary.json held the page shows
+    its markdown as it is, unparsed."""
+    parts = []
+    used: set[str] = set()
+    if u.document is not None:
+        parts.append("<h3>the paper against this reproduction</h3>")
+        parts.append(f"<p class=small>the page kept in summary.json (also written as {esc(u.document['file'])})</p>")
+        parts.append(to_html(u.document["blocks"], u.path, first_heading=4))
+        used = image_files(u.document["blocks"])
+    else:
+        for md in u.markdown:
+            try:
+                text = md.read_text()
+            except (OSError, UnicodeDecodeError) as e:
+                raise UserError(f"cannot read {md} ({e}): restore it") from None
+            parts.append(f"<h3>{esc(md.name)}</h3>")
+            parts.append(
+                "<p class=small>written by an older version of steinebm, whose summary.json holds no page: shown "
+                "as it is; running its reproduce command again renders its tables here.</p>"
+            )
+            parts.append(f"<pre>{esc(text)}</pre>")
+    pics = [figure_tag(d, p.name, "figure", p.name) for p in u.figures if p.name not in used and (d := read_png(p))]
+    if pics:
+        parts.append("<h3>figures</h3><div class=pics>" + "".join(pics) + "</div>")
+    if u.summary is not None:
+        parts.append(f"<details><summary>summary.json</summary><pre>{esc(u.summary)}</pre></details>")
+    if not u.runs:
+        parts.append("<p class=small>no run folders below this one</p>")
     return "\n".join(parts)
 
 
@@ -647,7 +579,7 @@ def render_report(units: Sequence[Unit], samples: int = 64, gibbs_steps: int = 1
     """The page, as one HTML string (see the module docstring)."""
     runs = [r for u in units for r in u.runs]
     title = "steinebm report: " + ", ".join(u.path.resolve().name for u in units)
-    body = [f"<h1>{_e(title)}</h1>"]
+    body = [f"<h1>{esc(title)}</h1>"]
     body.append(
         f"<p class=small>{len(units)} folder(s), {len(runs)} run(s). "
         + (
@@ -659,8 +591,8 @@ def render_report(units: Sequence[Unit], samples: int = 64, gibbs_steps: int = 1
     )
     nav = []
     for u in units:
-        links = " ".join(f'<a href="#{r.anchor}">{_e(r.name)}</a>' for r in u.runs)
-        nav.append(f'<div><a href="#{u.anchor}"><strong>{_e(u.path)}</strong></a> {links}</div>')
+        links = " ".join(f'<a href="#{r.anchor}">{esc(r.name)}</a>' for r in u.runs)
+        nav.append(f'<div><a href="#{u.anchor}"><strong>{esc(u.path)}</strong></a> {links}</div>')
     if len(runs) > 1 or any(not u.is_run for u in units):
         body.append("<nav>" + "".join(nav) + "</nav>")
 
@@ -674,32 +606,17 @@ def render_report(units: Sequence[Unit], samples: int = 64, gibbs_steps: int = 1
                 "<p class=small>config keys whose values are not the same in every run (out_dir, which always "
                 "differs, names the row); every other key is equal in all runs.</p>"
             )
-            table = _table(["run", *map(_e, keys)], [[_e(c) for c in row] for row in rows], "diff")
+            table = html_table(["run", *map(esc, keys)], [[esc(c) for c in row] for row in rows], "diff")
             body.append(f"<div class=wide>{table}</div>")  # many keys scroll, not spill over the page
         else:
             body.append("<p class=small>all runs have the same config (apart from out_dir)</p>")
 
     for u in units:
         if u.is_run:
-            body.append(f'<h2 id="{u.anchor}">run {_e(u.path)}</h2>')
+            body.append(f'<h2 id="{u.anchor}">run {esc(u.path)}</h2>')
         else:
-            body.append(f'<h2 id="{u.anchor}">{_e(u.path)}</h2>')
-            used: set[str] = set()
-            for md in u.markdown:
-                try:
-                    text = md.read_text()
-                except (OSError, UnicodeDecodeError) as e:
-                    raise UserError(f"cannot read {md} ({e}): restore it") from None
-                body.append(f"<h3>{_e(md.name)}: the paper against this reproduction</h3>")
-                body.append(markdown_to_html(text, md.parent, used))
-            rest = [p for p in u.figures if p.name not in used]
-            pics = [_figure(d, p.name, "figure", p.name) for p in rest if (d := _read_png(p)) is not None]
-            if pics:
-                body.append("<h3>figures</h3><div class=pics>" + "".join(pics) + "</div>")
-            if u.summary is not None:
-                body.append(f"<details><summary>summary.json</summary><pre>{_e(u.summary)}</pre></details>")
-            if not u.runs:
-                body.append("<p class=small>no run folders below this one</p>")
+            body.append(f'<h2 id="{u.anchor}">{esc(u.path)}</h2>')
+            body.append(_reproduction_html(u))
         for r in u.runs:
             body.append(_run_html(r, samples, gibbs_steps, seed))
 
@@ -707,7 +624,7 @@ def render_report(units: Sequence[Unit], samples: int = 64, gibbs_steps: int = 1
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head>\n<body>\n"
         + "\n".join(body)
         + f"\n<script>{_SCRIPT}</script>\n</body></html>\n"
     )

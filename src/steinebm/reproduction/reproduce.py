@@ -41,6 +41,7 @@ from steinebm.evaluation.likelihood import (
 )
 from steinebm.models.energies import GaussianBernoulliRBM
 from steinebm.naming import slug
+from steinebm.reproduction.document import Block, claims_table, image_cell, page, table, text, write_page
 
 FIG1A_METHODS: dict[str, dict[str, Any]] = {
     "CD-1": {"method": "cd", "cd_k": 1},
@@ -275,8 +276,7 @@ def fig1a(
         "sweep": sweep_table,
         "claims": claims,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "fig1a.md").write_text(fig1a_markdown(summary))
+    write_page(out, summary, page("fig1a.md", fig1a_document(summary)))
     return summary
 
 
@@ -315,30 +315,29 @@ def _fig1a_claims(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     return claims
 
 
-def fig1a_markdown(summary: dict[str, Any]) -> str:
-    lines = [
-        f"Dataset: {summary['dataset']} ({summary['source']}); {summary['epochs']} epochs; "
-        f"{summary['seeds']} seed(s) per method; mean ± std over seeds at the last epoch.",
-        "",
-        "| method | chosen setting | final test LL (nats) | best-epoch test LL |",
-        "| --- | --- | --- | --- |",
-    ]
+def fig1a_document(summary: dict[str, Any], reference_note: str | None = None) -> list[Block]:
+    """Figure 1(a)'s page: the table of the methods against the reference row (with
+    ``reference_note`` under it, if given), the paper's claim and its verdicts, and the sweep."""
+    rows = []
     for r in summary["rows"]:
-        lines.append(
-            f"| {r['method']} | {r['setting']} | {r['final_test_ll_mean']:.2f} ± {r['final_test_ll_std']:.2f} | "
-            f"{r['best_epoch_test_ll_mean']:.2f} |"
-        )
-    lines.append(f"| B = 0, b = training mean | — | {summary['baseline_test_ll']:.2f} | — |")
-    lines += ["", f"Paper: {PAPER_FIG1A}", "", "| claim | measured | verdict |", "| --- | --- | --- |"]
-    for c in summary["claims"]:
-        lines.append(f"| {c['claim']} | {c['measured']} | {c['verdict']} |")
+        ll = f"{r['final_test_ll_mean']:.2f} ± {r['final_test_ll_std']:.2f}"
+        rows.append([r["method"], r["setting"], ll, f"{r['best_epoch_test_ll_mean']:.2f}"])
+    rows.append(["B = 0, b = training mean", "—", f"{summary['baseline_test_ll']:.2f}", "—"])
+    blocks = [
+        text(
+            f"Dataset: {summary['dataset']} ({summary['source']}); {summary['epochs']} epochs; "
+            f"{summary['seeds']} seed(s) per method; mean ± std over seeds at the last epoch."
+        ),
+        table(["method", "chosen setting", "final test LL (nats)", "best-epoch test LL"], rows),
+        *([text(reference_note)] if reference_note else []),
+        text(f"Paper: {PAPER_FIG1A}"),
+        claims_table(summary["claims"]),
+    ]
     if summary["sweep"]:
-        lines += ["", "Sweep (seed 0; the setting with the best final validation LL is kept):", ""]
-        lines += ["| method | setting | val LL | test LL |", "| --- | --- | --- | --- |"]
-        for lab, entries in summary["sweep"].items():
-            for name, val, test in entries:
-                lines.append(f"| {lab} | {name} | {val:.2f} | {test:.2f} |")
-    return "\n".join(lines) + "\n"
+        blocks.append(text("Sweep (seed 0; the setting with the best final validation LL is kept):"))
+        entries = [[lab, n, f"{v:.2f}", f"{t:.2f}"] for lab, es in summary["sweep"].items() for n, v, t in es]
+        blocks.append(table(["method", "setting", "val LL", "test LL"], entries))
+    return blocks
 
 
 DEMO_EPOCHS = 30
@@ -355,7 +354,6 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "Symmetric SteinCD": {"epsilon": 1.0, "lr": 1e-2},
     "Stein score matching": {"lr": 1e-2},
 }
-REFERENCE_ROW = "| B = 0, b = training mean |"
 
 
 def demo_reference_note(summary: dict[str, Any]) -> str:
@@ -370,13 +368,6 @@ def demo_reference_note(summary: dict[str, Any]) -> str:
         "log-likelihood needs no training, so a rule has learned anything beyond the mean image only if it ends "
         f"above this row. {verdict}"
     )
-
-
-def demo_markdown(summary: dict[str, Any]) -> str:
-    """Figure 1(a)'s table for the demo, with :func:`demo_reference_note` under the table."""
-    lines = fig1a_markdown(summary).splitlines()
-    at = next(k for k, line in enumerate(lines) if line.startswith(REFERENCE_ROW)) + 1
-    return "\n".join([*lines[:at], "", demo_reference_note(summary), *lines[at:]]) + "\n"
 
 
 def demo(
@@ -400,9 +391,7 @@ def demo(
         settings=DEMO_SETTINGS,
     )
     summary["reference_note"] = demo_reference_note(summary)
-    out = Path(out)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "fig1a.md").write_text(demo_markdown(summary))
+    write_page(Path(out), summary, page("fig1a.md", fig1a_document(summary, summary["reference_note"])))
     return summary
 
 
@@ -565,8 +554,7 @@ def fig1b(
     summary["claims"] = _fig1b_claims(table)
     plot_alpha_panels([t for t in table if t["variant"].startswith("alpha=")], out / "fig1b.png")
     fig1b_curves(out)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "fig1b.md").write_text(fig1b_markdown(summary))
+    write_page(out, summary, page("fig1b.md", fig1b_document(summary)))
     return summary
 
 
@@ -667,49 +655,48 @@ def _fig1b_claims(table: list[dict[str, Any]]) -> list[dict[str, str]]:
     return claims
 
 
-def fig1b_markdown(summary: dict[str, Any]) -> str:
-    lines = [
-        f"Dataset: {summary['dataset']}; {summary['epochs']} epochs; {summary['seeds']} seed(s); inception score over "
-        f"{summary['is_samples']} generated images (10 splits) under the shipped MNIST classifier.",
-        "",
-        "| variant | test LL (nats) | inception score | classes seen | label entropy (nats) | pixel diversity "
-        "| NN distance | near-duplicates |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+def fig1b_document(summary: dict[str, Any]) -> list[Block]:
+    """Figure 1(b)'s page: each variant's likelihood, inception score and diversity beside the
+    test images', what the columns mean, the parameter counts, the authors' numbers, the claims."""
+    rows = []
     for t in summary["rows"]:
         ll = "n/a (no likelihood)" if math.isnan(t["ll_mean"]) else f"{t['ll_mean']:.2f} ± {t['ll_std']:.2f}"
-        lines.append(
-            f"| {t['variant']} | {ll} | {t['is_mean']:.2f} ± {t['is_std']:.2f} | "
-            f"{t['classes_mean']:.1f} | {t['entropy_mean']:.3f} | {t['diversity_mean']:.2f} | {t['nn_mean']:.3f} | "
-            f"{t['dup_mean']:.3f} |"
+        rows.append(
+            [t["variant"], ll, f"{t['is_mean']:.2f} ± {t['is_std']:.2f}", f"{t['classes_mean']:.1f}"]
+            + [f"{t['entropy_mean']:.3f}", f"{t['diversity_mean']:.2f}", f"{t['nn_mean']:.3f}", f"{t['dup_mean']:.3f}"]
         )
     ref = summary["test_images"]
-    lines.append(
-        f"| MNIST test images | | | | | {ref['pixel_diversity']:.2f} | {ref['nn_distance']:.3f} | "
-        f"{ref['near_duplicates']:.3f} |"
+    rows.append(
+        ["MNIST test images", "", "", "", ""]
+        + [f"{ref['pixel_diversity']:.2f}", f"{ref['nn_distance']:.3f}", f"{ref['near_duplicates']:.3f}"]
     )
     p = summary["paper"]
     n_par = summary["parameters"]
-    lines += [
-        "",
-        "± is the standard deviation over seeds; a seed's inception score is the mean over 10 splits of its "
-        "images. Diversity on 2,000 images: pixel diversity is the mean pairwise pixel distance; NN "
-        "distance the mean distance to the nearest other image after centring and scaling each image to unit "
-        "length; near-duplicates the fraction whose nearest other image is within 0.2 there.",
-        "",
-        f"Parameters: RBM {n_par['rbm']:,}; generator {n_par['generator']:,}; DCGAN discriminator "
-        f"{n_par['dcgan_discriminator']:,}. Trained on {summary.get('device', 'cpu')}; SteinCD steps of the mix "
-        f"through the {summary.get('steincd_optimizer', 'shared')} Adam state.",
-        "",
-        f"The authors' SteinGAN RBM: {p['authors_ll_with_kernel']} nats with the kernel, "
-        f"{p['authors_ll_without_kernel']} without (AIS, their README).",
-        "",
-        "| claim | measured | verdict |",
-        "| --- | --- | --- |",
+    header = ["variant", "test LL (nats)", "inception score", "classes seen", "label entropy (nats)"]
+    header += ["pixel diversity", "NN distance", "near-duplicates"]
+    return [
+        text(
+            f"Dataset: {summary['dataset']}; {summary['epochs']} epochs; {summary['seeds']} seed(s); inception score "
+            f"over {summary['is_samples']} generated images (10 splits) under the shipped MNIST classifier."
+        ),
+        table(header, rows),
+        text(
+            "± is the standard deviation over seeds; a seed's inception score is the mean over 10 splits of its "
+            "images. Diversity on 2,000 images: pixel diversity is the mean pairwise pixel distance; NN "
+            "distance the mean distance to the nearest other image after centring and scaling each image to unit "
+            "length; near-duplicates the fraction whose nearest other image is within 0.2 there."
+        ),
+        text(
+            f"Parameters: RBM {n_par['rbm']:,}; generator {n_par['generator']:,}; DCGAN discriminator "
+            f"{n_par['dcgan_discriminator']:,}. Trained on {summary.get('device', 'cpu')}; SteinCD steps of the mix "
+            f"through the {summary.get('steincd_optimizer', 'shared')} Adam state."
+        ),
+        text(
+            f"The authors' SteinGAN RBM: {p['authors_ll_with_kernel']} nats with the kernel, "
+            f"{p['authors_ll_without_kernel']} without (AIS, their README)."
+        ),
+        claims_table(summary["claims"]),
     ]
-    for c in summary["claims"]:
-        lines.append(f"| {c['claim']} | {c['measured']} | {c['verdict']} |")
-    return "\n".join(lines) + "\n"
 
 
 def sample_grid(run_dir: str | Path, path: str | Path, n: int = 100, seed: int = 0) -> Path:
@@ -728,11 +715,11 @@ def _sample_grid(run_dir: str | Path, path: str | Path, n: int = 100, seed: int 
     return save_image_grid(x, path, (1, 28, 28), nrow=10), x.reshape(n, -1)
 
 
-def _grid_cells(scores: dict[str, float]) -> str:
+def grid_cells(scores: dict[str, float]) -> list[str]:
     """The 100-image protocol's cells: inception score (classes) under each MNIST classifier."""
     from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS
 
-    return " | ".join(f"{scores[f'grid_{c}_is']:.2f} ({scores[f'grid_{c}_classes']:.0f})" for c in MNIST_CLASSIFIERS)
+    return [f"{scores[f'grid_{c}_is']:.2f} ({scores[f'grid_{c}_classes']:.0f})" for c in MNIST_CLASSIFIERS]
 
 
 def fig1cd(
@@ -757,7 +744,7 @@ def fig1cd(
     100-image protocol of :func:`~steinebm.evaluation.sample_scores.grid_scores`); ``authors_grid``, a
     published 280 x 280 grid of 100 digits (e.g. the authors' ``steingan-rbm-mnist.png``), adds
     a row scored the same way."""
-    from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS, grid_scores, read_grid
+    from steinebm.evaluation.sample_scores import grid_scores, read_grid
 
     if which not in ("fig1c", "fig1d"):
         raise UserError(f"unknown figure {which!r}")
@@ -793,18 +780,6 @@ def fig1cd(
                 dataclasses.replace(base, gen_kernel="constant", out_dir=str(runs / "no-kernel" / "seed0")),
             )
         )
-    lines = [
-        f"{which}: {epochs} epochs, seed 0; inception score over {is_samples} images (the shipped classifier), "
-        "and the picture's 100 images as one split under each MNIST classifier "
-        f"({', '.join(MNIST_CLASSIFIERS)}): inception score (classes seen).",
-        "",
-    ]
-    grid_heads = " | ".join(f"grid: {c}" for c in MNIST_CLASSIFIERS)
-    lines += [
-        "| panel | picture | test LL (nats) | inception score | classes seen | label entropy | pixel diversity "
-        f"| NN distance | near-duplicates | {grid_heads} |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |" + " --- |" * len(MNIST_CLASSIFIERS),
-    ]
     result = {}
     for name, cfg in panels:
         cfg.validate()
@@ -814,14 +789,34 @@ def fig1cd(
         gs = grid_scores(x_grid.cpu())
         ll = res["evals"][-1].get("test_ll", float("nan")) if res["evals"] else float("nan")
         result[name] = {"grid": str(grid), "test_ll": ll, **sc, **gs}
-        lines.append(
-            f"| {name} | {grid.name} | {ll:.2f} | {sc['is_mean']:.2f} ± {sc['is_std']:.2f} | {sc['classes_present']} | "
-            f"{sc['entropy']:.3f} | {sc['pixel_diversity']:.2f} | {sc['nn_distance']:.3f} | "
-            f"{sc['near_duplicates']:.3f} | {_grid_cells(gs)} |"
-        )
     if theirs is not None:
         result["authors' grid"] = {"grid": str(authors_grid), **theirs}
-        lines.append(f"| the authors' grid | {Path(str(authors_grid)).name} | | | | | | | | {_grid_cells(theirs)} |")
-    (out / f"{which}.md").write_text("\n".join(lines) + "\n")
-    (out / "summary.json").write_text(json.dumps(result, indent=2))
+    write_page(out, result, page(f"{which}.md", fig1cd_document(which, epochs, is_samples, result)))
     return result
+
+
+def fig1cd_document(which: str, epochs: int, is_samples: int, result: dict[str, Any]) -> list[Block]:
+    """Figure 1(c)'s or 1(d)'s page: a row per panel of ``result`` (as :func:`fig1cd` returns it),
+    its picture beside its scores; the authors' grid, if scored, last."""
+    from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS
+
+    rows: list[list[Any]] = []
+    for name, r in result.items():
+        if name == "authors' grid":
+            rows.append(["the authors' grid", Path(r["grid"]).name, *[""] * 7, *grid_cells(r)])
+            continue
+        rows.append(
+            [name, image_cell(Path(r["grid"]).name), f"{r['test_ll']:.2f}", f"{r['is_mean']:.2f} ± {r['is_std']:.2f}"]
+            + [str(r["classes_present"]), f"{r['entropy']:.3f}", f"{r['pixel_diversity']:.2f}"]
+            + [f"{r['nn_distance']:.3f}", f"{r['near_duplicates']:.3f}", *grid_cells(r)]
+        )
+    header = ["panel", "picture", "test LL (nats)", "inception score", "classes seen", "label entropy"]
+    header += ["pixel diversity", "NN distance", "near-duplicates", *(f"grid: {c}" for c in MNIST_CLASSIFIERS)]
+    return [
+        text(
+            f"{which}: {epochs} epochs, seed 0; inception score over {is_samples} images (the shipped classifier), "
+            "and the picture's 100 images as one split under each MNIST classifier "
+            f"({', '.join(MNIST_CLASSIFIERS)}): inception score (classes seen)."
+        ),
+        table(header, rows),
+    ]

@@ -19,19 +19,19 @@ from steinebm.engine.checkpoint import load_checkpoint
 from steinebm.engine.config import Config, load_config
 from steinebm.errors import UserError
 from steinebm.naming import slug
-from steinebm.reproduction.reproduce import PAPER_FIG1, _grid_cells, _mnist_only, run_many
+from steinebm.reproduction.document import page, strong, table, text, write_page
+from steinebm.reproduction.reproduce import PAPER_FIG1, _mnist_only, grid_cells, run_many
 
 # Figure 1(c) against training length: our default SteinGAN-RBM and the authors' recipe
 
 LENGTH_RUNS = {"default": "fig1-steingan", "authors' recipe": "fig1-steingan-authors"}
 
 
-def _length_cells(rec: dict[str, Any]) -> str:
+def _length_cells(rec: dict[str, Any]) -> list[str]:
     from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS
 
-    ll = rec.get("test_ll", float("nan"))
-    full = " | ".join(f"{rec[f'{c}_is']:.2f} ({rec[f'{c}_classes']:.0f})" for c in MNIST_CLASSIFIERS)
-    return f"{ll:.2f} | {full} | {_grid_cells(rec)}"
+    full = [f"{rec[f'{c}_is']:.2f} ({rec[f'{c}_classes']:.0f})" for c in MNIST_CLASSIFIERS]
+    return [f"{rec.get('test_ll', float('nan')):.2f}", *full, *grid_cells(rec)]
 
 
 def fig1c_length(
@@ -78,15 +78,14 @@ def fig1c_length(
     out.mkdir(parents=True, exist_ok=True)
     results = dict(zip(cfgs, run_many(list(cfgs.values()), jobs, log)))
     summary: dict[str, Any] = {"epochs": epochs, "eval_samples": eval_samples, "runs": {}, "authors_grid": theirs}
-    lines = [
-        f"Figure 1(c) against training length: {epochs} epochs, seed 0, every epoch: exact test LL (nats), "
-        f"inception score (classes seen) of {eval_samples:,} images and of the 10 x 10 grid (one split), under "
-        f"each MNIST classifier ({', '.join(MNIST_CLASSIFIERS)}). The authors' README: {target} (AIS).",
-        "",
+    blocks = [
+        text(
+            f"Figure 1(c) against training length: {epochs} epochs, seed 0, every epoch: exact test LL (nats), "
+            f"inception score (classes seen) of {eval_samples:,} images and of the 10 x 10 grid (one split), under "
+            f"each MNIST classifier ({', '.join(MNIST_CLASSIFIERS)}). The authors' README: {target} (AIS)."
+        )
     ]
-    heads = (
-        " | ".join(f"IS {c}" for c in MNIST_CLASSIFIERS) + " | " + " | ".join(f"grid {c}" for c in MNIST_CLASSIFIERS)
-    )
+    heads = [*(f"IS {c}" for c in MNIST_CLASSIFIERS), *(f"grid {c}" for c in MNIST_CLASSIFIERS)]
     for name, res in results.items():
         evals = [r for r in res["evals"] if r["epoch"] >= 1 and "test_ll" in r]
         if not evals:
@@ -113,8 +112,8 @@ def fig1c_length(
             "passes_authors_ll_at": passed,
             "grid_matches_authors_at": matched,
         }
-        lines += [
-            f"**{name}** ({res['out_dir']}): best test LL {best['test_ll']:.2f} at epoch {best['epoch']:g}; "
+        said = (
+            f" ({res['out_dir']}): best test LL {best['test_ll']:.2f} at epoch {best['epoch']:g}; "
             + (f"passes {target} at epoch {passed:g}." if passed is not None else f"does not pass {target}.")
             + (
                 ""
@@ -123,23 +122,24 @@ def fig1c_length(
                 if matched is not None
                 else " Its grid does not score at least the authors' under both classifiers in these epochs."
             )
-            + (f" Diverged: {res['diverged']}." if res["diverged"] else ""),
-            "",
-            f"| epoch | test LL | {heads} |",
-            "| --- | --- |" + " --- |" * (2 * len(MNIST_CLASSIFIERS)),
-        ]
+            + (f" Diverged: {res['diverged']}." if res["diverged"] else "")
+        )
+        blocks.append(text(strong(name), said))
         shown = sorted({1, 5, *range(10, int(evals[-1]["epoch"]) + 1, 10), int(evals[-1]["epoch"])})
-        for r in evals:
-            if r["epoch"] in shown and all(f"grid_{c}_is" in r for c in MNIST_CLASSIFIERS):
-                lines.append(f"| {r['epoch']:g} | {_length_cells(r)} |")
+        rows = [
+            [f"{r['epoch']:g}", *_length_cells(r)]
+            for r in evals
+            if r["epoch"] in shown and all(f"grid_{c}_is" in r for c in MNIST_CLASSIFIERS)
+        ]
         # one epoch's scores move from epoch to epoch: the last ten epochs' mean and spread
         tail = [r for r in evals[-10:] if all(f"grid_{c}_is" in r for c in MNIST_CLASSIFIERS)]
         if tail:
             keys = ["test_ll", *(f"{c}_is" for c in MNIST_CLASSIFIERS), *(f"grid_{c}_is" for c in MNIST_CLASSIFIERS)]
             spread = {k: (float(np.mean([r[k] for r in tail])), float(np.std([r[k] for r in tail]))) for k in keys}
             summary["runs"][name]["last_epochs_mean_std"] = spread
-            cells = " | ".join(f"{m:.2f} ± {sd:.2f}" for m, sd in spread.values())
-            lines.append(f"| {tail[0]['epoch']:g}-{tail[-1]['epoch']:g}, mean ± sd | {cells} |")
+            cells = [f"{m:.2f} ± {sd:.2f}" for m, sd in spread.values()]
+            rows.append([f"{tail[0]['epoch']:g}-{tail[-1]['epoch']:g}, mean ± sd", *cells])
+        blocks.append(table(["epoch", "test LL", *heads], rows))
         if theirs is not None:
             at = [
                 r["epoch"]
@@ -147,13 +147,12 @@ def fig1c_length(
                 if all(r.get(f"grid_{c}_is", 0.0) >= theirs[f"grid_{c}_is"] for c in MNIST_CLASSIFIERS)
             ]
             summary["runs"][name]["grid_matches_authors_epochs"] = at
-            lines += ["", "Epochs whose grid scores at least the authors' under both classifiers: "
-                      + (", ".join(f"{e:g}" for e in at) if at else "none") + "."]  # fmt: skip
-        lines.append("")
+            listed = ", ".join(f"{e:g}" for e in at) if at else "none"
+            blocks.append(text(f"Epochs whose grid scores at least the authors' under both classifiers: {listed}."))
     if theirs is not None:
-        lines.append(f"The authors' grid ({Path(str(authors_grid)).name}), one split: {_grid_cells(theirs)}.")
-    (out / "fig1c-length.md").write_text("\n".join(lines) + "\n")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        theirs_said = " | ".join(grid_cells(theirs))
+        blocks.append(text(f"The authors' grid ({Path(str(authors_grid)).name}), one split: {theirs_said}."))
+    write_page(out, summary, page("fig1c-length.md", blocks))
 
     def curve(key: str) -> dict[str, tuple[list[float], list[float]]]:
         return {
@@ -253,7 +252,7 @@ def fig1c_ablation(
     out.mkdir(parents=True, exist_ok=True)
     results = run_many([c for cfgs in rows.values() for c in cfgs], jobs, log)
     by_dir = {r["out_dir"]: r for r in results}
-    table: dict[str, Any] = {}
+    by_row: dict[str, Any] = {}
     keys = [f"{c}_is" for c in MNIST_CLASSIFIERS] + [f"grid_{c}_is" for c in MNIST_CLASSIFIERS]
     for label, cfgs in rows.items():
         per_seed = []
@@ -269,34 +268,29 @@ def fig1c_ablation(
             k: (float(np.mean([s[k] for s in good])), float(np.std([s[k] for s in good]))) if good else None
             for k in ["test_ll", *keys]
         }
-        table[label] = {"change": RECIPE_ABLATIONS.get(label, {}), "seeds": per_seed, "mean_std": stats}
-    heads = (
-        " | ".join(f"IS {c}" for c in MNIST_CLASSIFIERS) + " | " + " | ".join(f"grid {c}" for c in MNIST_CLASSIFIERS)
-    )
-    lines = [
+        by_row[label] = {"change": RECIPE_ABLATIONS.get(label, {}), "seeds": per_seed, "mean_std": stats}
+    heads = [*(f"IS {c}" for c in MNIST_CLASSIFIERS), *(f"grid {c}" for c in MNIST_CLASSIFIERS)]
+
+    def pm(v: tuple[float, float] | None) -> str:
+        return "diverged" if v is None else f"{v[0]:.2f} ± {v[1]:.2f}"
+
+    cells = [
+        [label, str(len(row["seeds"])), *(pm(row["mean_std"][k]) for k in ["test_ll", *keys])]
+        for label, row in by_row.items()
+    ]
+    if theirs is not None:
+        cells.append(
+            ["the authors' grid", "", "", *[""] * len(MNIST_CLASSIFIERS)]
+            + [f"{theirs[f'grid_{c}_is']:.2f}" for c in MNIST_CLASSIFIERS]
+        )
+    intro = text(
         f"The authors' recipe for Figure 1(c), {epochs} epochs: {seeds} seeds, and each difference from our default "
         f"switched back alone ({ablation_seeds} seed{'s' if ablation_seeds > 1 else ''}). Exact test LL (nats); "
         f"inception score of {is_samples:,} images and of the first 100 as one split, under each MNIST classifier; "
-        "mean ± standard deviation over the seeds.",
-        "",
-        f"| row | seeds | test LL | {heads} |",
-        "| --- | --- | --- |" + " --- |" * len(keys),
-    ]
-
-    def pm(v: tuple[float, float] | None, fmt: str) -> str:
-        return "diverged" if v is None else f"{v[0]:{fmt}} ± {v[1]:{fmt}}"
-
-    for label, row in table.items():
-        ms = row["mean_std"]
-        cells = " | ".join(pm(ms[k], ".2f") for k in keys)
-        lines.append(f"| {label} | {len(row['seeds'])} | {pm(ms['test_ll'], '.2f')} | {cells} |")
-    if theirs is not None:
-        their_row = ["the authors' grid", "", "", *[""] * len(MNIST_CLASSIFIERS)]
-        their_row += [f"{theirs[f'grid_{c}_is']:.2f}" for c in MNIST_CLASSIFIERS]
-        lines.append("| " + " | ".join(their_row) + " |")
-    (out / "fig1c-ablation.md").write_text("\n".join(lines) + "\n")
-    summary = {"epochs": epochs, "is_samples": is_samples, "rows": table, "authors_grid": theirs}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        "mean ± standard deviation over the seeds."
+    )
+    summary = {"epochs": epochs, "is_samples": is_samples, "rows": by_row, "authors_grid": theirs}
+    write_page(out, summary, page("fig1c-ablation.md", [intro, table(["row", "seeds", "test LL", *heads], cells)]))
     return summary
 
 
@@ -404,25 +398,26 @@ def hais_table(
                 cache.write_text(json.dumps(saved))
             row["hais"][str(n)] = saved
         rows.append(row)
-    head = " | ".join(f"their estimator, {n:,} temperatures | overstated by | wall time" for n in steps)
-    lines = [
-        f"The exact test log-likelihood (nats) of each RBM beside the authors' estimator (Hamiltonian AIS, {groups} "
-        f"groups of {chains} chains, seed {seed}). Their README: {target}.",
-        "",
-        f"| run | method | step | exact | {head} |",
-        "| --- | --- | --- | --- |" + " --- | --- | --- |" * len(steps),
-    ]
+    head = [h for n in steps for h in (f"their estimator, {n:,} temperatures", "overstated by", "wall time")]
+    cells = []
     for row in rows:
-        cells = []
+        cells.append([row["run"], row["method"], str(row["step"]), f"{row['exact']:.2f}"])
         for n in steps:
             h = row["hais"][str(n)]
-            cells += [f"{h['ll']:.2f} ± {h['stderr']:.2f}", f"{h['ll'] - row['exact']:.2f}", f"{h['seconds']:.0f} s"]
-        lines.append(
-            f"| {row['run']} | {row['method']} | {row['step']} | {row['exact']:.2f} | " + " | ".join(cells) + " |"
-        )
+            cells[-1] += [
+                f"{h['ll']:.2f} ± {h['stderr']:.2f}",
+                f"{h['ll'] - row['exact']:.2f}",
+                f"{h['seconds']:.0f} s",
+            ]
     verdict = hais_verdict(rows, target)
-    lines += ["", verdict["text"]]
+    blocks = [
+        text(
+            f"The exact test log-likelihood (nats) of each RBM beside the authors' estimator (Hamiltonian AIS, "
+            f"{groups} groups of {chains} chains, seed {seed}). Their README: {target}."
+        ),
+        table(["run", "method", "step", "exact", *head], cells),
+        text(verdict["text"]),
+    ]
     summary = {"target": target, "rows": rows, **{k: v for k, v in verdict.items() if k != "text"}}
-    (out / "hais.md").write_text("\n".join(lines) + "\n")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_page(out, summary, page("hais.md", blocks))
     return summary

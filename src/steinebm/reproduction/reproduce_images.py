@@ -27,6 +27,7 @@ from steinebm.engine.checkpoint import load_checkpoint
 from steinebm.engine.config import Config
 from steinebm.errors import UserError
 from steinebm.naming import slug
+from steinebm.reproduction.document import Block, claims_table, images, page, table, text, write_page
 
 # The paper's Figure 2 (inception scores under the ImageNet Inception network; accuracies of a
 # ResNet trained on 50,000 images and tested on the real test set).
@@ -218,8 +219,7 @@ def fig2(
         "parameters": {name: {k: count_parameters(m) for k, m in _modules(cfg).items()} for name, cfg in cfgs.items()},
     }
     summary["claims"] = _fig2_claims(rows)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "fig2.md").write_text(fig2_markdown(summary))
+    write_page(out, summary, page("fig2.md", fig2_document(summary)))
     return summary
 
 
@@ -291,33 +291,30 @@ def _fid_cell(r: dict[str, Any]) -> str:
     return "—" if r.get("fid") is None else f"{r['fid']:.1f} ({r['fid_images']:,})"
 
 
-def fig2_markdown(summary: dict[str, Any]) -> str:
+def fig2_document(summary: dict[str, Any]) -> list[Block]:
+    """Figure 2's page: each image set's scores beside the paper's, the networks' sizes, the
+    claims and the sample grids."""
     paper = summary["paper"]
-    lines = [
-        f"Figure 2 at the {summary['scale']} scale: training {summary['train']}; {summary['images']:,} images per "
-        f"score; on {summary['device']}. Inception score under the shipped CIFAR-10 classifier (the paper used "
-        "ImageNet's Inception network, so the two columns are on different scales); accuracy of a classifier "
-        "trained on the images and tested on the 10,000 real test images.",
-        "",
-        summary.get("fid_note", ""),
-        "",
-        "| images | inception score | paper | test accuracy | paper | FID (images) |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
+    rows = []
     for name, r in summary["rows"].items():
         key = "500 duplicated" if name.endswith("duplicated") else name
         p_is = paper["inception_score"].get(key)
         p_acc = paper["accuracy"].get(key)
-        lines.append(
-            f"| {name} | {r['is_mean']:.2f} ± {r['is_std']:.2f} | {p_is if p_is is not None else '—'} | "
-            f"{100 * r['accuracy']:.2f} % | {f'{p_acc} %' if p_acc is not None else '—'} | "
-            f"{_fid_cell(r)} |"
+        rows.append(
+            [name, f"{r['is_mean']:.2f} ± {r['is_std']:.2f}", "—" if p_is is None else str(p_is)]
+            + [f"{100 * r['accuracy']:.2f} %", "—" if p_acc is None else f"{p_acc} %", _fid_cell(r)]
         )
-    lines += ["", "| run | parameters |", "| --- | --- |"]
-    for name, counts in summary["parameters"].items():
-        lines.append(f"| {name} | " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + " |")
-    lines += ["", "| claim | measured | verdict |", "| --- | --- | --- |"]
-    for c in summary["claims"]:
-        lines.append(f"| {c['claim']} | {c['measured']} | {c['verdict']} |")
-    lines += ["", " ".join(f"![{k}]({v})" for k, v in summary["grids"].items())]
-    return "\n".join(lines) + "\n"
+    sizes = [[name, ", ".join(f"{k} {v:,}" for k, v in n.items())] for name, n in summary["parameters"].items()]
+    return [
+        text(
+            f"Figure 2 at the {summary['scale']} scale: training {summary['train']}; {summary['images']:,} images "
+            f"per score; on {summary['device']}. Inception score under the shipped CIFAR-10 classifier (the paper "
+            "used ImageNet's Inception network, so the two columns are on different scales); accuracy of a "
+            "classifier trained on the images and tested on the 10,000 real test images."
+        ),
+        *([text(summary["fid_note"])] if summary.get("fid_note") else []),
+        table(["images", "inception score", "paper", "test accuracy", "paper", "FID (images)"], rows),
+        table(["run", "parameters"], sizes),
+        claims_table(summary["claims"]),
+        images((file, name) for name, file in summary["grids"].items()),
+    ]

@@ -29,8 +29,9 @@ from steinebm.data import load_dataset
 from steinebm.engine.config import Config
 from steinebm.errors import UserError
 from steinebm.naming import slug
+from steinebm.reproduction.document import Block, claims_table, image_cell, page, table, text, write_page
 
-__all__ = ["JOINT_RUNS", "TRANSFER_DEPTHS", "mnist_joint", "conditional_images"]
+__all__ = ["JOINT_RUNS", "TRANSFER_DEPTHS", "mnist_joint", "mnist_joint_document", "conditional_images"]
 
 # name -> (preset, overrides)
 JOINT_RUNS: dict[str, tuple[str, list[str]]] = {
@@ -129,7 +130,6 @@ def mnist_joint(
     ``duplicates``: the paper's baseline of (n real images, each repeated k times);
     ``eval_samples``: images scored at each of a run's evaluations (default: the presets')."""
     import dataclasses
-    import json
 
     from steinebm.engine.build import load_generator
     from steinebm.engine.config import load_config
@@ -211,8 +211,7 @@ def mnist_joint(
         "rows": rows,
         "claims": _claims(rows),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "mnist-joint.md").write_text(mnist_joint_markdown(summary))
+    write_page(out, summary, page("mnist-joint.md", mnist_joint_document(summary)))
     return summary
 
 
@@ -249,10 +248,14 @@ def _claims(rows: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
     return claims
 
 
-def mnist_joint_markdown(summary: dict[str, Any]) -> str:
+def mnist_joint_document(summary: dict[str, Any]) -> list[Block]:
+    """The page of ``reproduce mnist-joint``: every measure of each generator and of the real
+    images (a diverged run says so), its grid, and the paper's claims judged."""
     from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS
 
-    def cell(row: dict[str, Any], key: str, fmt: str) -> str:
+    def cell(name: str, row: dict[str, Any], key: str, fmt: str) -> str | dict[str, str]:
+        if key == "grid" and key in row and name != "the authors' grid":  # theirs is not in the folder
+            return image_cell(row[key])
         return format(row[key], fmt) if key in row else ""
 
     cols = (
@@ -264,20 +267,19 @@ def mnist_joint_markdown(summary: dict[str, Any]) -> str:
         + [(f"grid IS {c}", f"grid_{c}_is", ".2f") for c in MNIST_CLASSIFIERS]
         + [("grid", "grid", "")]
     )
-    lines = [
-        f"The joint-energy SteinGAN on MNIST, {summary['epochs']} epochs, seed 0. Inception scores of "
-        f"{summary['is_samples']:,} images, FID of {summary['fid_samples']:,} against the 10,000 test images (in "
-        f"each classifier's last hidden layer), test accuracy of a ResNet trained {summary['transfer_epochs']} "
-        f"epochs on {summary['transfer_images']:,} images; grids of 10 rows x 20 (one split).",
-        "",
-        "| | " + " | ".join(h for h, _, _ in cols) + " |",
-        "| --- |" + " --- |" * len(cols),
-    ]
+    rows: list[list[Any]] = []
     for name, row in summary["rows"].items():
         if "diverged" in row:
-            lines.append(f"| {name} | diverged: {row['diverged']} |" + " |" * (len(cols) - 1))
-            continue
-        lines.append(f"| {name} | " + " | ".join(cell(row, k, f) for _, k, f in cols) + " |")
-    lines += ["", "| claim | measured | verdict |", "| --- | --- | --- |"]
-    lines += [f"| {c['claim']} | {c['measured']} | {c['verdict']} |" for c in summary["claims"]]
-    return "\n".join(lines) + "\n"
+            rows.append([name, f"diverged: {row['diverged']}", *[""] * (len(cols) - 1)])
+        else:
+            rows.append([name, *(cell(name, row, k, f) for _, k, f in cols)])
+    return [
+        text(
+            f"The joint-energy SteinGAN on MNIST, {summary['epochs']} epochs, seed 0. Inception scores of "
+            f"{summary['is_samples']:,} images, FID of {summary['fid_samples']:,} against the 10,000 test images (in "
+            f"each classifier's last hidden layer), test accuracy of a ResNet trained {summary['transfer_epochs']} "
+            f"epochs on {summary['transfer_images']:,} images; grids of 10 rows x 20 (one split)."
+        ),
+        table(["", *(h for h, _, _ in cols)], rows),
+        claims_table(summary["claims"]),
+    ]
