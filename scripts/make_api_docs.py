@@ -44,6 +44,8 @@ MODULES = [
     "steinebm.data.fetch",
     "steinebm.engine.provenance",
     "steinebm.engine.config",
+    "steinebm.engine.config_file",
+    "steinebm.engine.settings",
     "steinebm.engine.build",
     "steinebm.engine.state",
     "steinebm.engine.guard",

@@ -362,7 +362,7 @@ def test_cli_evaluate_and_training_use_ais_beyond_enumeration(tmp_path, capsys):
     import json
 
     from steinebm.cli import main
-    from steinebm.engine.train import read_metrics
+    from steinebm.engine.runlog import read_metrics
     from steinebm.evaluation.likelihood import EXACT_MAX_HIDDEN
 
     run = tmp_path / "big"

@@ -14,7 +14,7 @@ from steinebm.core.kernels import RBF, median_bandwidth
 from steinebm.core.svgd import svgd_direction
 from steinebm.engine import build as B
 from steinebm.engine import train as T
-from steinebm.engine.config import load_config
+from steinebm.engine.config_file import load_config
 from steinebm.learners.steingan import AmortizedSVGD
 from steinebm.models.energies import GaussianBernoulliRBM
 from steinebm.models.mnist_nets import MNISTGenerator

@@ -137,7 +137,7 @@ def _scores_by_hand(run_dir: Path, n: int, inception_score_by_hand) -> dict[str,
 
     import torch
 
-    from steinebm.engine.train import load_generator
+    from steinebm.engine.build import load_generator
     from steinebm.evaluation.classifiers import load_classifier
 
     xi = torch.rand(n, 100, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -162,7 +162,7 @@ def _rbm_test_ll_by_hand(run_dir: Path, x: np.ndarray) -> float:
     import itertools
     import math
 
-    from steinebm.engine.train import load_checkpoint
+    from steinebm.engine.checkpoint import load_checkpoint
 
     B, b, c = (load_checkpoint(run_dir)["model"][k].double().numpy() for k in ("B", "b", "c"))
     z = x @ B + c
@@ -312,7 +312,7 @@ def test_mnist_joint_refuses_a_zero_count_before_any_run(tmp_path, capsys, flag)
 
 
 def test_reproduce_hais_puts_the_exact_likelihood_beside_their_estimator(tmp_path, capsys):
-    from steinebm.engine.train import load
+    from steinebm.engine.build import load
     from steinebm.evaluation.likelihood import log_likelihood
     from steinebm.reproduction.reproduce_fig1c import hais_table
 
@@ -380,3 +380,48 @@ def test_evaluate_and_sample_read_the_checkpoint_once(tmp_path, monkeypatch, cap
         assert main(cmd) == 0
         assert len(reads) == 1, (cmd[0], len(reads))
     capsys.readouterr()
+
+
+def test_a_step_or_config_is_read_without_the_weights(tmp_path, monkeypatch, capsys):
+    """checkpoint_header reads a checkpoint's step and config and no tensor: it answers where the
+    weights are damaged (their bytes are never read, let alone checked), while every loader
+    refuses that file; and a generator's cached scores are reused without a full read."""
+    from steinebm.cli import main
+    from steinebm.engine.checkpoint import checkpoint_header, checkpoint_step, load_checkpoint
+    from steinebm.errors import UserError
+    from steinebm.reproduction.reproduce import cached_generator_scores
+
+    run = tmp_path / "gan"
+    args = ["train", "method=steingan", "dataset=mnist-embedded", "n_train=40", "batch_size=10", "n_hidden=3"]
+    assert main([*args, "max_steps=3", "progress=false", f"out_dir={run}"]) == 0
+    capsys.readouterr()
+    full = load_checkpoint(run)
+    header = checkpoint_header(run)
+    assert header["step"] == full["step"] == 3 and header["config"] == full["config"]
+    assert set(header) == {"version", "step", "config", "rollbacks", "elapsed", "dim", "image_shape"}
+
+    # the scores are computed once (a full read), then reused with no full read
+    sc = cached_generator_scores(run, 20)
+    assert sc["step"] == 3
+    loads = []
+    real_load = torch.load
+
+    def recording_load(*a, **k):
+        loads.append(bool(k.get("mmap")))
+        return real_load(*a, **k)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    assert cached_generator_scores(run, 20) == sc
+    assert loads == [True]  # one mapped read of the index, none of the weights
+    monkeypatch.setattr(torch, "load", real_load)
+
+    # flip bytes inside the generator's first weight: the header still reads, the loaders refuse
+    data = bytearray((run / "checkpoint.pt").read_bytes())
+    w = full["generator"][next(iter(full["generator"]))].contiguous().numpy().tobytes()
+    at = bytes(data).find(w[:64])
+    assert at > 0
+    data[at + 8 : at + 12] = b"\xff\xff\xff\x7f"
+    (run / "checkpoint.pt").write_bytes(bytes(data))
+    assert checkpoint_step(run) == 3
+    with pytest.raises(UserError, match="damaged"):
+        load_checkpoint(run)

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from steinebm.engine.config import Config, load_config
+from steinebm.engine.config import Config
+from steinebm.engine.config_file import load_config
 from steinebm.errors import ConfigError
 
 
@@ -266,7 +267,7 @@ def test_edge_values_are_accepted(values):
 
 def test_presets_ship_inside_the_package_and_load_by_name_from_any_folder(tmp_path, monkeypatch):
     import steinebm
-    from steinebm.engine.config import PRESETS, preset_path, presets
+    from steinebm.engine.config_file import PRESETS, preset_path, presets
 
     assert PRESETS.parent == Path(steinebm.__file__).parent  # installed with the package
     names = presets()
@@ -340,7 +341,7 @@ def test_a_key_a_rule_does_not_read_changes_nothing_it_trains(method, keys, ener
     from the same seeds must leave every parameter and buffer bit-identical. (A combination the
     config refuses is skipped: it cannot be set by mistake.)"""
     from steinebm.data import load_dataset
-    from steinebm.engine.config import settings_used, unused_settings
+    from steinebm.engine.settings import settings_used, unused_settings
 
     data = load_dataset("mnist-embedded")
     x, y = data.train.x[:10], data.train.y[:10]
@@ -371,8 +372,8 @@ def test_a_key_a_rule_does_not_read_changes_nothing_it_trains(method, keys, ener
 
 
 def test_only_the_keys_a_run_reads_are_saved_and_compared(tmp_path):
-    from steinebm.engine.config import used_dict
     from steinebm.engine.preflight import config_diff
+    from steinebm.engine.settings import used_dict
 
     cfg = Config(method="cd", epsilon=0.5, out_dir=str(tmp_path)).validate()
     saved = used_dict(cfg)

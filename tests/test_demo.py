@@ -10,7 +10,7 @@ import torch
 
 from steinebm.cli import main
 from steinebm.data import Dataset, Split, load_dataset
-from steinebm.engine.config import load_config
+from steinebm.engine.config_file import load_config
 from steinebm.reproduction.reproduce import (
     DEMO_EPOCHS,
     DEMO_SETTINGS,

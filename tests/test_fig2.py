@@ -131,7 +131,7 @@ def test_fig2_scores_class_ordered_samples_in_a_shuffled_order(tmp_path, monkeyp
 
     _toy_scale(monkeypatch)
 
-    def ordered(run_dir, n, seed=0, device="cpu"):  # the label written into the first pixel
+    def ordered(run_dir, n, seed=0, device="cpu", generator=None):  # the label written into the first pixel
         y = torch.arange(10).repeat_interleave(n // 10)
         x = torch.rand(n, 3072)
         x[:, 0] = y / 10

@@ -62,7 +62,8 @@ from steinebm.data import cifar as DC
 from steinebm.data import fetch as DF
 from steinebm.data import idx as DI
 from steinebm.data import images as DM
-from steinebm.engine.config import CHOICES, Config, load_config
+from steinebm.engine.config import CHOICES, Config
+from steinebm.engine.config_file import load_config
 from steinebm.errors import ConfigError, DataError, UserError
 
 HERE = Path(__file__).resolve().parent

@@ -250,7 +250,7 @@ def test_conditional_discriminator_reads_the_label_planes():
 
 
 def test_every_shipped_config_loads_and_validates():
-    from steinebm.engine.config import load_config
+    from steinebm.engine.config_file import load_config
 
     configs = sorted((ROOT / "configs").glob("*.yaml"))
     assert len(configs) >= 10
@@ -260,7 +260,7 @@ def test_every_shipped_config_loads_and_validates():
 
 def test_celeba_config_trains_on_a_folder_of_faces(tmp_path):
     """The Figure 3 config, shrunk, for 2 steps on 12 aligned-face-sized JPEGs the test writes."""
-    from steinebm.engine.config import load_config
+    from steinebm.engine.config_file import load_config
 
     folder = tmp_path / "img_align_celeba"
     folder.mkdir()

@@ -13,7 +13,8 @@ from steinebm.core.kernels import FeatureKernel
 from steinebm.data import load_dataset
 from steinebm.engine import build as B
 from steinebm.engine import train as T
-from steinebm.engine.config import Config, load_config
+from steinebm.engine.config import Config
+from steinebm.engine.config_file import load_config
 from steinebm.errors import ConfigError
 from steinebm.evaluation.sample_scores import generated_images
 from steinebm.learners.steingan import AlternatingSchedule

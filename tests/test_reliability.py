@@ -259,7 +259,7 @@ def test_shipped_mnist_configs_stay_far_below_the_growth_limit(tmp_path, data, c
     small factor, far from the 1000 that marks a blow-up (the image configs' networks are
     checked in the same way in tests/test_image_training.py's runs, which must not diverge)."""
     root = Path(__file__).parents[1] / "configs"
-    from steinebm.engine.config import load_config
+    from steinebm.engine.config_file import load_config
 
     cfg = load_config(root / config, [f"{k}={v}" for k, v in SMALL.items()] + [f"out_dir={tmp_path / 'r'}"])
     cfg.epochs, cfg.n_train, cfg.eval_every, cfg.n_hidden = 2, 1000, 0, 10

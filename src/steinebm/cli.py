@@ -235,7 +235,7 @@ def _is_file(path: str) -> bool:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from steinebm.engine.config import load_config
+    from steinebm.engine.config_file import load_config
     from steinebm.engine.train import train
 
     overrides = list(a.overrides)
@@ -260,7 +260,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_resume(a: argparse.Namespace) -> int:
-    from steinebm.engine.config import load_config
+    from steinebm.engine.config_file import load_config
     from steinebm.engine.preflight import RESUMABLE_CHANGES
     from steinebm.engine.train import train
 
@@ -291,7 +291,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
     from steinebm.engine.build import load
     from steinebm.engine.checkpoint import load_checkpoint
-    from steinebm.engine.config import from_dict
+    from steinebm.engine.config_file import from_dict
     from steinebm.engine.provenance import load_run_data
     from steinebm.evaluation.likelihood import log_likelihood
 

@@ -17,7 +17,8 @@ from steinebm.data import Dataset, load_dataset
 from steinebm.engine.checkpoint import (
     load_checkpoint,
 )
-from steinebm.engine.config import Config, from_dict
+from steinebm.engine.config import Config
+from steinebm.engine.config_file import from_dict
 from steinebm.errors import UserError
 from steinebm.learners import CD, HyvarinenScoreMatching, Learner, SteinCD, SteinScoreMatching, SymmetricSteinCD
 from steinebm.learners.registry import RuleContext, rule_entry, trains_generator

@@ -52,6 +52,8 @@ __all__ = [
     "load_latest",
     "remove_stale_temps",
     "checkpoint_step",
+    "checkpoint_header",
+    "HEADER_KEYS",
 ]
 
 CHECKPOINT = "checkpoint.pt"
@@ -273,9 +275,32 @@ def load_latest(run_dir: Path) -> tuple[dict[str, Any], str | None]:
     return ck, f"{latest} is {why}{kept}; resuming from {PREVIOUS} at step {int(ck['step'])}"
 
 
+# the plain values of a training checkpoint, beside the modules' and optimizers' tensors
+HEADER_KEYS = ("version", "step", "config", "rollbacks", "elapsed", "dim", "image_shape")
+
+
+def checkpoint_header(path: str | Path) -> dict[str, Any]:
+    """A training checkpoint's plain values (its step, config and counters: ``HEADER_KEYS``)
+    without reading its tensors: torch maps the file and unpickles only its small index, so the
+    tens of megabytes of a SteinGAN checkpoint's weights and Adam moments stay on disk. The
+    digest, which covers the tensors too, is not checked here: this is for what decides whether
+    a later full read is needed (a cache's step, a finished run's config), never for what is
+    loaded into a model. A file that cannot be read so gets :func:`load_checkpoint`'s one line."""
+    file = _resolve(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ck = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        if not isinstance(ck, dict) or "digest" not in ck or "step" not in ck or "config" not in ck:
+            raise ValueError(file)
+        return {k: ck[k] for k in HEADER_KEYS if k in ck}
+    except Exception:
+        return {k: v for k, v in load_checkpoint(file).items() if k in HEADER_KEYS}  # raises the reason
+
+
 def checkpoint_step(path: str | Path) -> int:
-    """The training step of a checkpoint (checked like any other read)."""
-    return int(load_checkpoint(path)["step"])
+    """The training step of a checkpoint (:func:`checkpoint_header`: no tensor is read)."""
+    return int(checkpoint_header(path)["step"])
 
 
 def remove_stale_temps(out: Path) -> None:

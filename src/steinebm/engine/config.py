@@ -1,41 +1,24 @@
-"""The training configuration: a dataclass, loadable from YAML, with ``key=value`` overrides.
+"""The training configuration: one dataclass, every key with its default and its check.
 
-Every value is type- and range-checked; a bad one raises :class:`ConfigError` naming the key,
-the value, what is allowed and, for an unknown key, the nearest valid one.
+Every value is type- and range-checked (:meth:`Config.validate`); a bad one raises a one-line
+:class:`ConfigError` naming the key, the value and what is allowed. Reading a config from YAML,
+a shipped preset or ``key=value`` overrides is :mod:`steinebm.engine.config_file`; which keys a
+run reads is :mod:`steinebm.engine.settings`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from steinebm.data import DATASETS
 from steinebm.errors import ConfigError
 from steinebm.learners import registry
 
-__all__ = [
-    "Config",
-    "METHODS",
-    "ENERGY_METHODS",
-    "GENERATOR_METHODS",
-    "PRESETS",
-    "presets",
-    "preset_path",
-    "load_config",
-    "apply_overrides",
-    "settings_used",
-    "unused_settings",
-    "used_dict",
-]
-
-PRESETS = Path(__file__).resolve().parents[1] / "configs"  # the paper's presets, shipped with the package
+__all__ = ["Config", "FIELDS", "METHODS", "ENERGY_METHODS", "GENERATOR_METHODS", "CHOICES", "check_type"]
 
 # the paper's methods; steinebm.learners.registry holds every registered one (plugins too)
 ENERGY_METHODS = ("cd", "steincd", "symmetric-steincd", "stein-score-matching", "score-matching")
@@ -197,8 +180,8 @@ class Config:
         :class:`ConfigError`. Configs built in Python skip :func:`from_dict`'s type checks, so the
         types are checked here again: a string or a bool where a number belongs would otherwise
         fail deep inside training, or (a bool is an int) silently train something else."""
-        for key in _FIELDS:
-            _check_type(key, getattr(self, key))
+        for key in FIELDS:
+            check_type(key, getattr(self, key))
 
         def bad(key: str, allowed: str) -> ConfigError:
             return ConfigError(f"config value {key}={getattr(self, key)!r} is invalid: {allowed}")
@@ -307,70 +290,10 @@ class Config:
         return dataclasses.asdict(self)
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-
-# The keys the engine reads whatever the rule: the data, the loop, checkpoints and logs, the
-# energy's optimizer (every rule has an energy model or discriminator).
-ENGINE_SETTINGS = (
-    "method", "dataset", "data_dir", "data_fingerprint", "out_dir", "seed", "epochs", "batch_size",
-    "lr", "beta1", "beta2", "weight_decay", "lr_decay_from", "n_train", "eval_every", "checkpoint_every",
-    "log_every", "max_steps", "threads", "device", "flush_denormal", "adam_impl", "amp", "progress",
-    "on_divergence", "rollback_lr_factor", "max_rollbacks", "diverge_growth", "tensorboard", "extra",
-)  # fmt: skip
-# the datasets read through image_size and max_images
-RESIZED_DATASETS = ("celeba", "lsun", "image-folder")
-# the generator's keys (steinebm.engine.build.build_generator and its Adam), for a rule that trains one
-GENERATOR_SETTINGS = (
-    "noise_dim", "gen_lr", "gen_beta1", "gen_weight_decay", "gen_bias", "gen_batchnorm", "gen_bn_stats",
-    "gen_bn_eps", "gen_width", "eval_samples",
-)  # fmt: skip
-
-
-def settings_used(cfg: Config) -> frozenset[str]:
-    """The config keys a run of ``cfg`` reads: the engine's, the data's, the energy model's (the
-    DCGAN discriminator's), the generator's where the rule trains one, and those the rule declares
-    (:func:`~steinebm.learners.registry.register_rule`; a rule that declares none reads them all).
-
-    >>> sorted(settings_used(Config(method="cd")) - set(ENGINE_SETTINGS))
-    ['cd_k', 'langevin_noise', 'langevin_step', 'model', 'n_hidden']
-    """
-    entry = registry.rule_entry(cfg.method)
-    if entry.settings is None:
-        return frozenset(_FIELDS)
-    keys = set(ENGINE_SETTINGS)
-    if cfg.dataset in RESIZED_DATASETS:
-        keys |= {"image_size", "max_images"}
-    if cfg.method == "dcgan":  # the discriminator (steinebm.engine.build.build_model)
-        keys |= {"conditional", "disc_width"}
-    else:
-        keys.add("model")
-        keys |= {
-            "rbm": {"n_hidden"},
-            "autoencoder": {"code_dim", "width", "input_dropout"},
-            "joint": {"code_dim", "width", "input_dropout", "margin", "head_dropout"},
-        }[cfg.model]
-    if entry.trains_generator:
-        keys |= set(GENERATOR_SETTINGS)
-        if cfg.model == "joint" or cfg.conditional:  # a class-conditional generator
-            keys.add("gen_labels")
-    keys |= set(entry.settings(cfg))
-    return frozenset(keys)
-
-
-def unused_settings(cfg: Config) -> list[str]:
-    """The keys ``cfg`` sets away from their defaults that its run does not read."""
-    used, default = settings_used(cfg), Config()
-    return [k for k in _FIELDS if k not in used and getattr(cfg, k) != getattr(default, k)]
-
-
-def used_dict(cfg: Config) -> dict[str, Any]:
-    """:meth:`Config.to_dict` restricted to the keys the run reads (a run's config.yaml)."""
-    used = settings_used(cfg)
-    return {k: v for k, v in cfg.to_dict().items() if k in used}
-
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 # what each declared field type accepts, as the error message says it
-_WANTED = {
+WANTED = {
     "int": "an integer",
     "int | None": "an integer or null",
     "float": "a number",
@@ -380,7 +303,7 @@ _WANTED = {
     "bool": "true or false",
     "dict[str, Any]": "a mapping with string keys",
 }
-_WANTED_BY_KEY = {"data_fingerprint": "64 hex digits or null"}  # where the type's wording does not fit
+WANTED_BY_KEY = {"data_fingerprint": "64 hex digits or null"}  # where the type's wording does not fit
 
 
 def _type_ok(declared: str, value: Any) -> bool:
@@ -406,164 +329,10 @@ def _type_ok(declared: str, value: Any) -> bool:
     return True
 
 
-def _check_type(key: str, value: Any) -> None:
-    declared = str(_FIELDS[key].type)
+def check_type(key: str, value: Any) -> None:
+    """A one-line ConfigError unless ``value`` fits the declared type of field ``key``."""
+    declared = str(FIELDS[key].type)
     if not _type_ok(declared, value):
         raise ConfigError(
-            f"config value {key}={value!r} is invalid: must be {_WANTED_BY_KEY.get(key, _WANTED[declared])}"
+            f"config value {key}={value!r} is invalid: must be {WANTED_BY_KEY.get(key, WANTED[declared])}"
         )
-
-
-def _coerce(key: str, value: Any) -> Any:
-    """Check value against the declared type of field ``key`` (ints pass as floats)."""
-    declared = _FIELDS[key].type
-    if declared in ("float", "float | None") and isinstance(value, str):
-        try:  # YAML 1.1 reads 3e-4 (no dot) as a string
-            value = float(value)
-        except (ValueError, OverflowError):
-            raise ConfigError(f"config value {key}={value!r} is invalid: must be {_WANTED[declared]}") from None
-    _check_type(key, value)
-    if declared in ("float", "float | None") and value is not None:
-        try:
-            value = float(value)
-        except OverflowError:  # an integer of hundreds of digits
-            raise ConfigError(f"config value {key}={value!r:.40} is invalid: too large for a number") from None
-    if key == "bandwidth" and isinstance(value, int) and not isinstance(value, bool):
-        try:
-            value = float(value)
-        except OverflowError:
-            raise ConfigError(f"config value bandwidth={value!r:.40} is invalid: too large for a number") from None
-    if key == "extra":
-        _check_acyclic(value)
-    return value
-
-
-def _check_acyclic(value: Any, depth: int = 0, seen: tuple[int, ...] = ()) -> None:
-    """``extra`` is saved with every checkpoint: refuse values that refer to themselves (YAML
-    anchors can) or nest absurdly deep, which would fail only when the run is saved."""
-    if depth > 50:
-        raise ConfigError("config value extra is invalid: nested more than 50 levels deep")
-    if isinstance(value, (dict, list)):
-        if id(value) in seen:
-            raise ConfigError("config value extra is invalid: it refers to itself (a YAML alias loop)")
-        items = value.values() if isinstance(value, dict) else value
-        for item in items:
-            _check_acyclic(item, depth + 1, (*seen, id(value)))
-
-
-# names other code uses for a key of ours, tried before a spelling match
-ALIASES = {
-    "learning_rate": "lr",
-    "lr_energy": "lr",
-    "energy_lr": "lr",
-    "generator_lr": "gen_lr",
-    "gen_learning_rate": "gen_lr",
-    "lr_g": "gen_lr",
-    "num_epochs": "epochs",
-    "n_epochs": "epochs",
-    "batch": "batch_size",
-    "batchsize": "batch_size",
-    "num_hidden": "n_hidden",
-    "hidden": "n_hidden",
-    "eps": "epsilon",
-    "step_size": "langevin_step",
-    "k": "cd_k",
-    "l2": "weight_decay",
-    "output_dir": "out_dir",
-    "outdir": "out_dir",
-    "data": "data_dir",
-    "z_dim": "noise_dim",
-    "nz": "noise_dim",
-}
-
-
-def suggest_key(key: str) -> str | None:
-    """The valid key a mistyped or foreign ``key`` most likely means: a known alias, a close
-    spelling, or the one key sharing a word with it; None if nothing fits."""
-    if key in ALIASES:
-        return ALIASES[key]
-    near = difflib.get_close_matches(key, list(_FIELDS), n=1)
-    if near:
-        return near[0]
-    words = set(key.lower().split("_"))
-    sharing = [f for f in _FIELDS if words & set(f.split("_"))]
-    return sharing[0] if len(sharing) == 1 else None
-
-
-def _check_key(key: str) -> None:
-    if key not in _FIELDS:
-        near = suggest_key(key)
-        fields = "; the keys are the fields of steinebm.engine.config.Config (docs/api.md)"
-        hint = f"; did you mean {near!r}?" if near else fields
-        raise ConfigError(f"unknown config key {key!r}{hint}")
-
-
-def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
-    cfg = dataclasses.replace(base) if base is not None else Config()
-    for key, value in values.items():
-        _check_key(str(key))
-        setattr(cfg, key, _coerce(key, value))
-    return cfg
-
-
-def presets() -> list[str]:
-    """The names of the shipped presets (``configs/NAME.yaml``), sorted."""
-    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
-
-
-def preset_path(name: str) -> Path:
-    """The file of the shipped preset ``name`` (with or without ``.yaml``), else a one-line error."""
-    stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
-    path = PRESETS / f"{stem}.yaml"
-    if "/" in stem or "\\" in stem or not path.is_file():
-        raise ConfigError(f"no config file or preset {name!r}: give a YAML file or one of {', '.join(presets())}")
-    return path
-
-
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (a mapping of Config fields), apply ``key=value`` overrides, validate.
-    ``path`` is a file, or the name of a shipped preset (``fig1a-steincd``; see :func:`presets`)."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists() and p.parent == Path("."):  # a bare name: a shipped preset
-            p = preset_path(str(path))
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"cannot read config {p}: {e.strerror or e}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"config {p} is not UTF-8 text; save it as UTF-8") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            first = str(e).splitlines()[0] if str(e) else "syntax error"
-            raise ConfigError(f"config {p} is not valid YAML ({first})") from None
-        except RecursionError:
-            raise ConfigError(f"config {p} nests too deeply to read; flatten it") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config {p} must be a mapping of key: value, got {type(loaded).__name__}")
-        values.update(loaded)
-    cfg = from_dict(values)
-    return apply_overrides(cfg, overrides or []).validate()
-
-
-def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """``cfg`` with ``key=value`` strings applied (values parsed as YAML; string fields keep the text)."""
-    values: dict[str, Any] = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        _check_key(key)
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except (yaml.YAMLError, RecursionError):
-            value = raw
-        if _FIELDS[key].type in ("str", "str | None") and value is not None and not isinstance(value, str):
-            value = raw  # e.g. out_dir=123 or log_term=m+1 stay strings
-        values[key] = value
-    return from_dict(values, cfg)

@@ -21,7 +21,9 @@ from steinebm.engine.checkpoint import (
     PROBE_PREFIX,
     fsync_dir,
 )
-from steinebm.engine.config import Config, from_dict, settings_used
+from steinebm.engine.config import Config
+from steinebm.engine.config_file import from_dict
+from steinebm.engine.settings import differing_keys
 from steinebm.errors import UserError
 from steinebm.learners.rules import Rule
 
@@ -197,16 +199,14 @@ def on_main(ranks: Ranks, check: Callable[[], None]) -> None:
 
 
 def config_diff(saved: dict[str, Any], cfg: Config) -> list[str]:
-    """Keys (other than RESUMABLE_CHANGES) in which a saved config differs from ``cfg``; keys a
-    saved config predates count as their defaults. Only keys that either run reads count: a key
-    the method ignores does not make another run."""
+    """Keys (other than RESUMABLE_CHANGES) in which a saved config differs from ``cfg``
+    (:func:`~steinebm.engine.settings.differing_keys`: keys a saved config predates count as their
+    defaults, and only keys the runs read count: a key the method ignores does not make another run)."""
     try:
-        old_cfg = from_dict(saved)
-        old = old_cfg.to_dict()
-        used = settings_used(cfg) | settings_used(old_cfg)
+        from_dict(saved)
     except UserError:
         return ["(unreadable saved config)"]
-    return [k for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES and k in used and old.get(k) != v]
+    return [k for k in differing_keys([saved, cfg.to_dict()]) if k not in RESUMABLE_CHANGES]
 
 
 def resolve_device(name: str) -> torch.device:

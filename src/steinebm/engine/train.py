@@ -39,12 +39,13 @@ from steinebm.engine.build import N_CLASSES, build_parts, load_config_dataset
 from steinebm.engine.checkpoint import (
     CHECKPOINT,
     atomic_write,
+    checkpoint_step,
     load_checkpoint,
     load_latest,
     remove_stale_temps,
     save_checkpoint,
 )
-from steinebm.engine.config import Config, unused_settings, used_dict
+from steinebm.engine.config import Config
 from steinebm.engine.evaluate import evaluate_run
 from steinebm.engine.guard import DivergenceGuard
 from steinebm.engine.preflight import (
@@ -61,6 +62,7 @@ from steinebm.engine.preflight import (
 )
 from steinebm.engine.provenance import check_same_data, record_data
 from steinebm.engine.runlog import RunLog, progress_bar, read_metrics, summary_writer_class
+from steinebm.engine.settings import unused_settings, used_dict
 from steinebm.engine.state import LoopState, checkpoint_dict, rank_seed, restore
 from steinebm.errors import DivergenceError, UserError
 from steinebm.learners.rules import lr_scaled
@@ -339,7 +341,7 @@ def _diverged(
 ) -> DivergenceError:
     """The run's one-line divergence error: where, why, the last good checkpoint and what to do."""
     ck_path = out / CHECKPOINT
-    last = load_checkpoint(ck_path)["step"] if ck_path.exists() else None
+    last = checkpoint_step(ck_path) if ck_path.exists() else None
     if cfg.on_divergence == "rollback":
         lr_now = ", ".join(f"{k}={v:.3g}" for k, v in lrs.items())
         tried = f" after {rollbacks} rollback{'s' * (rollbacks != 1)} ({lr_now})"

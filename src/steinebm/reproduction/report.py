@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from steinebm.engine.runlog import read_log
+from steinebm.engine.settings import differing_keys, read_values
 from steinebm.errors import UserError
 from steinebm.naming import slug
 from steinebm.reproduction.document import (
@@ -397,37 +398,22 @@ def _fmt(v: Any) -> str:
 
 
 def config_differences(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
-    """The config keys whose values are not the same in every run (a key a run's config lacks,
-    or its method does not read, counts as different and shows as "—"), and each run's values of
-    them. ``out_dir`` always differs and names the run, so it is the row label rather than a column."""
+    """The config keys whose values are not the same in every run
+    (:func:`~steinebm.engine.settings.differing_keys`: a key a run's method does not read counts
+    as different and shows as "—"), and each run's values of them. ``out_dir`` always differs and
+    names the run, so it is the row label rather than a column."""
     with_cfg = [r for r in runs if r.config is not None]
-    used = {id(r): _used_keys(r.config or {}) for r in with_cfg}
-    keys: dict[str, None] = {}
-    for r in with_cfg:
-        for k in r.config or {}:
-            if k in used[id(r)]:
-                keys.setdefault(k)
+    configs = [r.config or {} for r in with_cfg]
+    read = [read_values(c) for c in configs]
 
-    def val(r: Run, k: str) -> str:
-        cfg = r.config or {}
-        if k not in cfg or k not in used[id(r)]:
+    def val(values: dict[str, Any], k: str) -> str:
+        if k not in values:
             return "—"
-        v = cfg[k]
+        v = values[k]
         return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
 
-    differ = [k for k in keys if k != "out_dir" and len({val(r, k) for r in with_cfg}) > 1]
-    return differ, [[r.name, *(val(r, k) for k in differ)] for r in with_cfg]
-
-
-def _used_keys(config: dict[str, Any]) -> set[str]:
-    """The keys a saved config's run reads (all of its keys where that cannot be told: a config
-    of another version, or of a method registered by a plugin not loaded here)."""
-    from steinebm.engine.config import from_dict, settings_used
-
-    try:
-        return set(settings_used(from_dict(config)))
-    except UserError:
-        return set(config)
+    differ = [k for k in differing_keys(configs) if k != "out_dir"]
+    return differ, [[r.name, *(val(v, k) for k in differ)] for r, v in zip(with_cfg, read)]
 
 
 def _status(run: Run) -> list[tuple[str, str]]:

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from steinebm.data import Dataset, fingerprint, load_dataset
-from steinebm.engine.build import load_config_dataset
-from steinebm.engine.checkpoint import CHECKPOINT, load_checkpoint
+from steinebm.engine.build import load_config_dataset, load_generator
+from steinebm.engine.checkpoint import CHECKPOINT, checkpoint_header, checkpoint_step
 from steinebm.engine.config import Config
 from steinebm.engine.preflight import config_diff
 from steinebm.engine.provenance import check_same_data
@@ -73,7 +73,7 @@ def _check_same_run(cfg: Config) -> None:
     ck = Path(cfg.out_dir) / CHECKPOINT
     if not ck.exists():
         return
-    saved = load_checkpoint(ck)["config"]
+    saved = checkpoint_header(ck)["config"]  # the settings only: the weights are not read
     # a finished run reads back on any device; resuming an unfinished one on another device is
     # refused by train() itself (the random state is per device)
     diff = [k for k in config_diff(saved, cfg) if k != "device"]
@@ -404,7 +404,7 @@ STEINGAN_RBM = "fig1-steingan"  # the preset of Figure 1(b)-(d): the authors' rb
 
 def _steingan_rbm(**values: Any) -> Config:
     """The Figure 1(b)-(d) preset with ``values`` in place of its own."""
-    from steinebm.engine.config import load_config
+    from steinebm.engine.config_file import load_config
 
     return dataclasses.replace(load_config(STEINGAN_RBM), **values)
 
@@ -433,15 +433,21 @@ def diversity_scores(x: torch.Tensor) -> dict[str, float]:
 
 
 def generator_scores(
-    run_dir: str | Path, n: int, seed: int = 0, batch_size: int = 1000, device: str = "cpu"
+    run_dir: str | Path,
+    n: int,
+    seed: int = 0,
+    batch_size: int = 1000,
+    device: str = "cpu",
+    generator: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Inception score (10 splits), mode coverage and diversity of ``n`` images from a run's
-    generator. The noise is drawn on the CPU, so every device sees the same draws."""
+    generator (``generator``, else loaded from RUN_DIR). The noise is drawn on the CPU, so every
+    device sees the same draws."""
     from steinebm.engine.build import load_generator
     from steinebm.evaluation.classifiers import inception_score, load_classifier, mode_coverage
     from steinebm.models.mnist_nets import uniform_noise
 
-    G: Any = load_generator(run_dir).to(device)
+    G: Any = (generator if generator is not None else load_generator(run_dir)).to(device)
     rng = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         chunks = [uniform_noise(min(batch_size, n - k), G.noise_dim, rng) for k in range(0, n, batch_size)]
@@ -452,15 +458,18 @@ def generator_scores(
     return {"is_mean": is_mean, "is_std": is_std, "n_images": n, **diversity_scores(x), **cov}
 
 
-def cached_generator_scores(run_dir: str | Path, n: int, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
-    """:func:`generator_scores`, kept in RUN_DIR/generator_scores.json for the checkpoint's step."""
+def cached_generator_scores(
+    run_dir: str | Path, n: int, seed: int = 0, device: str = "cpu", generator: torch.nn.Module | None = None
+) -> dict[str, Any]:
+    """:func:`generator_scores`, kept in RUN_DIR/generator_scores.json for the checkpoint's step
+    (read from the checkpoint's header: a cached score reads no weights)."""
     path = Path(run_dir) / "generator_scores.json"
-    step = int(load_checkpoint(run_dir)["step"])
+    step = checkpoint_step(run_dir)
     if path.exists():
         sc = json.loads(path.read_text())
         if sc.get("step") == step and sc.get("n_images") == n and sc.get("seed") == seed and "nn_distance" in sc:
             return sc  # type: ignore[no-any-return]
-    sc = {**generator_scores(run_dir, n, seed=seed, device=device), "step": step, "seed": seed}
+    sc = {**generator_scores(run_dir, n, seed=seed, device=device, generator=generator), "step": step, "seed": seed}
     path.write_text(json.dumps(sc))
     return sc
 
@@ -704,12 +713,14 @@ def sample_grid(run_dir: str | Path, path: str | Path, n: int = 100, seed: int =
     return _sample_grid(run_dir, path, n, seed)[0]
 
 
-def _sample_grid(run_dir: str | Path, path: str | Path, n: int = 100, seed: int = 0) -> tuple[Path, torch.Tensor]:
-    """:func:`sample_grid`, and its images (n, 784)."""
+def _sample_grid(
+    run_dir: str | Path, path: str | Path, n: int = 100, seed: int = 0, generator: torch.nn.Module | None = None
+) -> tuple[Path, torch.Tensor]:
+    """:func:`sample_grid`, and its images (n, 784); ``generator``, else the run's."""
     from steinebm.engine.build import load_generator
     from steinebm.grids import save_image_grid
 
-    G: Any = load_generator(run_dir)
+    G: Any = generator if generator is not None else load_generator(run_dir)
     with torch.no_grad():
         x = G(G.sample_noise(n, torch.Generator().manual_seed(seed)))
     return save_image_grid(x, path, (1, 28, 28), nrow=10), x.reshape(n, -1)
@@ -784,8 +795,9 @@ def fig1cd(
     for name, cfg in panels:
         cfg.validate()
         res = run_many([cfg], 1, log)[0]
-        grid, x_grid = _sample_grid(cfg.out_dir, out / f"{which}-{slug(name)}.png")
-        sc = cached_generator_scores(cfg.out_dir, is_samples, device=device)
+        G = load_generator(cfg.out_dir)  # read once, for the grid and the scores
+        grid, x_grid = _sample_grid(cfg.out_dir, out / f"{which}-{slug(name)}.png", generator=G)
+        sc = cached_generator_scores(cfg.out_dir, is_samples, device=device, generator=G)
         gs = grid_scores(x_grid.cpu())
         ll = res["evals"][-1].get("test_ll", float("nan")) if res["evals"] else float("nan")
         result[name] = {"grid": str(grid), "test_ll": ll, **sc, **gs}

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from steinebm.data import load_dataset
-from steinebm.engine.checkpoint import load_checkpoint
-from steinebm.engine.config import Config, load_config
+from steinebm.engine.checkpoint import checkpoint_step, load_checkpoint
+from steinebm.engine.config import Config
+from steinebm.engine.config_file import load_config
 from steinebm.errors import UserError
 from steinebm.naming import slug
 from steinebm.reproduction.document import page, strong, table, text, write_page
@@ -200,7 +201,7 @@ def _generated_scores(run_dir: str | Path, n: int) -> dict[str, float]:
     from steinebm.evaluation.sample_scores import generated_images, grid_scores, score_images
 
     path = Path(run_dir) / "sample_scores.json"
-    step = int(load_checkpoint(run_dir)["step"])
+    step = checkpoint_step(run_dir)
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("step") == step and saved.get("n_images") == n:
@@ -353,7 +354,7 @@ def hais_table(
     import time
 
     from steinebm.engine.build import load
-    from steinebm.engine.config import from_dict
+    from steinebm.engine.config_file import from_dict
     from steinebm.engine.provenance import load_run_data
     from steinebm.evaluation.likelihood import EXACT_MAX_HIDDEN, log_likelihood
 

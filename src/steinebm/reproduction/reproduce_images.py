@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from steinebm.engine.build import load_config_dataset, load_generator
+from steinebm.engine.build import load, load_config_dataset, load_generator
 from steinebm.engine.checkpoint import load_checkpoint
 from steinebm.engine.config import Config
 from steinebm.errors import UserError
@@ -83,7 +83,7 @@ FIG2_SCALES: dict[str, dict[str, Any]] = {
 
 def fig2_config(name: str, **values: Any) -> Config:
     """The config of Figure 2's variant ``name``: its preset, its own changes, then ``values``."""
-    from steinebm.engine.config import load_config
+    from steinebm.engine.config_file import load_config
 
     preset, changes = FIG2_VARIANTS[name]
     return dataclasses.replace(load_config(preset), **changes, **values).validate()
@@ -91,12 +91,13 @@ def fig2_config(name: str, **values: Any) -> Config:
 
 @torch.no_grad()
 def labelled_samples(
-    run_dir: str | Path, n: int, seed: int = 0, device: str = "cpu"
+    run_dir: str | Path, n: int, seed: int = 0, device: str = "cpu", generator: torch.nn.Module | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` images from a conditional generator, ``n / 10`` of each class (labels in order)."""
+    """``n`` images from a conditional generator (``generator``, else the run's), ``n / 10`` of
+    each class (labels in order)."""
     from steinebm.models.mnist_nets import uniform_noise
 
-    G: Any = load_generator(run_dir).to(device)
+    G: Any = (generator if generator is not None else load_generator(run_dir)).to(device)
     if not getattr(G, "n_classes", 0):
         raise UserError(f"{run_dir} holds an unconditional generator: Figure 2 needs labelled samples")
     g = torch.Generator().manual_seed(seed)
@@ -198,13 +199,17 @@ def fig2(
     )
     rows["real training set"] = scores("real training set", data.train.x[real_idx], data.train.y[real_idx], {})
     rows[f"{n // sc['duplicates']} duplicated"] = scores("duplicates", x_dup, y_dup, {"copies": sc["duplicates"]})
-    grids = {}
+    grids, parameters = {}, {}
     for name, cfg in cfgs.items():
-        step = int(load_checkpoint(cfg.out_dir)["step"])
-        x, y = labelled_samples(cfg.out_dir, n, seed=seed, device=device)
-        rows[name] = scores(name, x, y, {"step": step})
-        grid_x, nrow = draw_samples(load_generator(cfg.out_dir), 100, torch.Generator().manual_seed(seed))
+        ck = load_checkpoint(cfg.out_dir)  # once per run: its step, generator and energy
+        G = load_generator(cfg.out_dir, ck)
+        x, y = labelled_samples(cfg.out_dir, n, seed=seed, device=device, generator=G)
+        rows[name] = scores(name, x, y, {"step": int(ck["step"])})
+        grid_x, nrow = draw_samples(G.cpu(), 100, torch.Generator().manual_seed(seed))
         grids[name] = save_image_grid(grid_x, out / f"fig2-{slug(name)}.png", data.image_shape, nrow=nrow).name
+        energy = load(cfg.out_dir, ck)
+        parameters[name] = {"energy / discriminator": count_parameters(energy), "generator": count_parameters(G)}
+        del ck
 
     summary = {
         "scale": scale,
@@ -216,7 +221,7 @@ def fig2(
         "rows": rows,
         "grids": grids,
         "paper": PAPER_FIG2,
-        "parameters": {name: {k: count_parameters(m) for k, m in _modules(cfg).items()} for name, cfg in cfgs.items()},
+        "parameters": parameters,
     }
     summary["claims"] = _fig2_claims(rows)
     write_page(out, summary, page("fig2.md", fig2_document(summary)))
@@ -247,12 +252,6 @@ def _fid_setup(
         mu, sigma = gaussian_statistics(inception_features(x_ref, net, device=device))
         save_statistics(ref, mu, sigma, n=len(x_ref))
     return f"FID against the {len(x_ref):,} real test images under {which}.", net, ref
-
-
-def _modules(cfg: Config) -> dict[str, torch.nn.Module]:
-    from steinebm.engine.build import load
-
-    return {"energy / discriminator": load(cfg.out_dir), "generator": load_generator(cfg.out_dir)}
 
 
 def _fig2_claims(rows: dict[str, dict[str, Any]]) -> list[dict[str, str]]:

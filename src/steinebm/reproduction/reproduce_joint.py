@@ -132,7 +132,7 @@ def mnist_joint(
     import dataclasses
 
     from steinebm.engine.build import load_generator
-    from steinebm.engine.config import load_config
+    from steinebm.engine.config_file import load_config
     from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS, read_grid, score_images
     from steinebm.evaluation.transfer import duplicate_baseline
     from steinebm.grids import save_image_grid
