@@ -14,13 +14,21 @@ from steinebm.engine.config_file import load_config
 from steinebm.reproduction.reproduce import (
     DEMO_EPOCHS,
     DEMO_SETTINGS,
-    FIG1A_METHODS,
+    FIG1A_PRESETS,
     baseline_log_likelihood,
     demo_reference_note,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "| method | chosen setting | final test LL (nats) | best-epoch test LL |"
+# Figure 1(a)'s rules as the paper names them, written out here
+FIG1A_RULES = {
+    "CD-1": {"method": "cd", "cd_k": 1},
+    "CD-10": {"method": "cd", "cd_k": 10},
+    "SteinCD": {"method": "steincd"},
+    "Symmetric SteinCD": {"method": "symmetric-steincd"},
+    "Stein score matching": {"method": "stein-score-matching"},
+}
 
 
 def test_reference_log_likelihood_by_hand():
@@ -45,16 +53,16 @@ def test_demo_prints_the_table_and_explains_the_reference_row(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     at = lines.index(HEADER)
     assert lines[at + 1] == "| --- | --- | --- | --- |"
-    rows = [_cells(line) for line in lines[at + 2 : at + 2 + len(FIG1A_METHODS)]]
+    rows = [_cells(line) for line in lines[at + 2 : at + 2 + len(FIG1A_RULES)]]
     # every rule, in Figure 1(a)'s order, each with its demo setting
-    assert [r[0] for r in rows] == list(FIG1A_METHODS)
+    assert [r[0] for r in rows] == list(FIG1A_RULES)
     for r in rows:
         setting = dict(kv.split("=") for kv in r[1].split(","))
-        want = {**FIG1A_METHODS[r[0]], **DEMO_SETTINGS[r[0]]}
+        want = {**FIG1A_RULES[r[0]], **DEMO_SETTINGS[r[0]]}
         assert setting == {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in want.items()}
     lls = {r[0]: float(r[2].split("±")[0]) for r in rows}
     # the reference row, against log N(x; training mean, I) computed here from the data
-    ref = _cells(lines[at + 2 + len(FIG1A_METHODS)])
+    ref = _cells(lines[at + 2 + len(FIG1A_RULES)])
     assert ref[0] == "B = 0, b = training mean"
     ds = load_dataset("mnist-embedded")
     mu = ds.train.x.double().mean(0).numpy()
@@ -62,8 +70,8 @@ def test_demo_prints_the_table_and_explains_the_reference_row(tmp_path, capsys):
     expect = float(np.mean(-0.5 * ((xt - mu) ** 2).sum(1) - 0.5 * xt.shape[1] * np.log(2 * np.pi)))
     assert float(ref[2]) == pytest.approx(expect, abs=0.006)
     # one line under the table says what the row is and which rules end above it
-    assert lines[at + 3 + len(FIG1A_METHODS)] == ""
-    note = lines[at + 4 + len(FIG1A_METHODS)]
+    assert lines[at + 3 + len(FIG1A_RULES)] == ""
+    note = lines[at + 4 + len(FIG1A_RULES)]
     assert note.startswith("Reference row: B = 0, b = the mean training image is the RBM with its hidden units cut off")
     assert "unit-variance Gaussian" in note and "needs no training" in note
     above = re.search(r"Above it: (.*?); not above it: (.*)\.$", note)
@@ -82,6 +90,14 @@ def test_reference_note_sorts_the_rules():
     assert note.endswith("Above it: SteinCD; not above it: CD-1, CD-10.")
     note = demo_reference_note({"baseline_test_ll": -700.0, "rows": rows})
     assert note.endswith("Above it: none; not above it: CD-1, SteinCD, CD-10.")
+
+
+def test_fig1a_runs_from_its_presets():
+    """Each rule of Figure 1(a) is its shipped preset: the rule named as the paper names it."""
+    assert list(FIG1A_PRESETS) == list(FIG1A_RULES)
+    for label, preset in FIG1A_PRESETS.items():
+        cfg = load_config(preset)
+        assert {k: getattr(cfg, k) for k in FIG1A_RULES[label]} == FIG1A_RULES[label]
 
 
 def test_demo_config_is_the_demo_steincd_run():

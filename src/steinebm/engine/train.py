@@ -17,8 +17,9 @@ the last checkpoint, lowers every learning rate by ``rollback_lr_factor`` and go
 
 The loop reads the device on the host only where it logs or saves: the finiteness checks, the
 summed loss and the rules' statistics stay on the device between log lines, so a GPU step is not
-stalled by a read. What a rule itself decides on the host (SteinGAN's adaptive discount,
-SteinCD-GAN's coin, the alternating schedule) it reads at its step.
+stalled by a read (SteinGAN's adaptive discount is decided on the device too). What a rule
+decides on the host for its control flow (SteinCD-GAN's coin, the alternating schedule) it reads
+at its step.
 """
 
 from __future__ import annotations
@@ -88,7 +89,11 @@ def _numbers(stats: dict[str, Any]) -> dict[str, Any]:
     keys = [k for k, v in stats.items() if isinstance(v, Tensor)]
     if not keys:
         return stats
-    values = torch.stack([stats[k].detach().float().reshape(()).cpu() for k in keys]).tolist()
+    first = stats[keys[0]]
+    # float64 keeps each value as it is (a float32 statistic exactly, a discount of 0.7 as 0.7);
+    # MPS has no float64, and float32 is what its statistics are
+    dtype = torch.float32 if first.device.type == "mps" else torch.float64
+    values = torch.stack([stats[k].detach().reshape(()).to(first.device, dtype) for k in keys]).cpu().tolist()
     return {**stats, **dict(zip(keys, values))}
 
 

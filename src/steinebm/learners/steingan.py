@@ -3,6 +3,8 @@ Section 5.2, SteinCD-GAN(alpha), and the DCGAN baseline's losses."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -139,21 +141,29 @@ class SteinGAN:
             x_neg = x_gen.detach().reshape(x_pos.shape)
             f_neg = (energy if energy_gen is None else energy_gen)(x_neg).mean()
         f_pos = energy(x_pos).mean()
+        gamma_now: Stat
         if steincd:
-            gamma = 0.0
-        elif gamma is None:
-            gamma = self.gamma
-            if self.gamma_adaptive is not None:  # the comparison reads the host: only when it is used
-                # the batch means over every process, so all decide alike, as one process would
-                means = self.ranks.mean_tensor(torch.stack([f_pos.detach(), f_neg.detach()]))
-                real_energy_higher = bool(means[0] < means[1])
-                if real_energy_higher == (self.gamma_raise_when == "real_energy_higher"):
-                    gamma = self.gamma_adaptive
-        loss = (1.0 - gamma) * f_neg - f_pos
+            gamma_now = 0.0
+            loss = f_neg - f_pos
+        elif gamma is not None or self.gamma_adaptive is None:
+            gamma_now = self.gamma if gamma is None else gamma
+            loss = (1.0 - gamma_now) * f_neg - f_pos
+        else:
+            # The adaptive rule decides on the device (no host read, so a GPU step does not
+            # stall): the batch means over every process, so all decide alike, as one would.
+            means = self.ranks.mean_tensor(torch.stack([f_pos.detach(), f_neg.detach()]))
+            raised = means[0] < means[1]  # the real batch's energy is the higher
+            if self.gamma_raise_when == "real_energy_lower":
+                raised = ~raised
+            pick = functools.partial(torch.tensor, dtype=torch.float64, device=f_neg.device)
+            gamma_now = torch.where(raised, pick(self.gamma_adaptive), pick(self.gamma))
+            # 1 - gamma in float64, then in f_neg's precision: the weight a Python float would give
+            weight = torch.where(raised, pick(1.0 - self.gamma_adaptive), pick(1.0 - self.gamma)).to(f_neg.dtype)
+            loss = weight * f_neg - f_pos
         stats = {
             "f_pos": f_pos.detach(),
             "f_neg": f_neg.detach(),
-            "gamma": gamma,
+            "gamma": gamma_now,
             "steincd": float(steincd),
         }
         return loss, stats
