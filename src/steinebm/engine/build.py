@@ -20,7 +20,7 @@ from steinebm.engine.checkpoint import (
 from steinebm.engine.config import Config
 from steinebm.engine.config_file import from_dict
 from steinebm.errors import UserError
-from steinebm.learners import CD, HyvarinenScoreMatching, Learner, SteinCD, SteinScoreMatching, SymmetricSteinCD
+from steinebm.learners import Learner
 from steinebm.learners.registry import RuleContext, rule_entry, trains_generator
 from steinebm.learners.rules import Rule
 from steinebm.models.dcgan_nets import (
@@ -95,19 +95,14 @@ def _feature_codes(model: nn.Module, mode: str) -> Callable[[Tensor], Tensor]:
     return codes
 
 
-def build_learner(cfg: Config) -> Learner:
-    """The learning rule of an energy-only method (cd, steincd, symmetric-steincd, the score matchings)."""
-    if cfg.method == "cd":
-        return CD(cfg.cd_k, cfg.langevin_step, cfg.langevin_noise)
-    if cfg.method == "steincd":
-        return SteinCD(cfg.epsilon, build_kernel(cfg), cfg.normalize)  # type: ignore[arg-type]
-    if cfg.method == "symmetric-steincd":
-        return SymmetricSteinCD(cfg.epsilon, build_kernel(cfg), cfg.normalize)  # type: ignore[arg-type]
-    if cfg.method == "stein-score-matching":
-        return SteinScoreMatching(build_kernel(cfg), cfg.normalize)  # type: ignore[arg-type]
-    if cfg.method == "score-matching":
-        return HyvarinenScoreMatching(cfg.sm_probes)
-    raise UserError(f"method={cfg.method} trains a generator too; it has no single-model learner")
+def build_learner(ctx: RuleContext) -> Learner:
+    """The learner of an energy-only method (its registry entry's ``learner``) for the run
+    ``ctx`` describes; the rule (an :class:`~steinebm.learners.rules.EnergyRule`) trains the
+    energy with it."""
+    learner = rule_entry(ctx.cfg.method).learner
+    if learner is None:
+        raise UserError(f"method={ctx.cfg.method} trains a generator too; it has no single-model learner")
+    return learner(ctx)
 
 
 N_CLASSES = 10  # the labels the joint energy and the conditional networks are built for
@@ -129,7 +124,7 @@ def build_model(
     """The energy model (for the DCGAN baseline, the discriminator) for data of ``dim`` values
     shaped ``image_shape`` (MNIST's when not given)."""
     shape = tuple(image_shape) if image_shape is not None else MNIST_SHAPE
-    if cfg.method == "dcgan":
+    if rule_entry(cfg.method).discriminator:
         if shape == MNIST_SHAPE:
             if cfg.conditional:
                 return MNISTConditionalDiscriminator(N_CLASSES, generator=generator)
@@ -231,7 +226,7 @@ def build_parts(
         m=cfg.batch_size // ranks.world,  # this rank's particles
         kernel=lambda name: build_kernel(cfg, name, model),
         adam=lambda module, gen=False: _adam(cfg, module, gen),
-        energy_learner=lambda c: build_learner(c),  # looked up at call time
+        energy_learner=lambda: build_learner(ctx),  # looked up at call time
         load_energy=lambda run: load(run),
     )
     return rule_entry(cfg.method).build(ctx)

@@ -17,14 +17,12 @@ from typing import Any
 from steinebm.data import DATASETS
 from steinebm.errors import ConfigError
 from steinebm.learners import registry
+from steinebm.learners.registry import ENERGY_METHODS, GENERATOR_METHODS, METHODS
 
 __all__ = ["Config", "FIELDS", "METHODS", "ENERGY_METHODS", "GENERATOR_METHODS", "CHOICES", "check_type"]
 
-# the paper's methods; steinebm.learners.registry holds every registered one (plugins too)
-ENERGY_METHODS = ("cd", "steincd", "symmetric-steincd", "stein-score-matching", "score-matching")
-# methods that train a generator G(xi; eta) too
-GENERATOR_METHODS = ("steingan", "amortized-svgd", "dcgan")
-METHODS = ENERGY_METHODS + GENERATOR_METHODS
+# METHODS, ENERGY_METHODS (the energy alone) and GENERATOR_METHODS (a generator G(xi; eta) too) are
+# the paper's, as steinebm.learners.registry registers them; it holds every registered one (plugins too)
 KERNELS = ("rbf", "imq", "constant")
 MODELS = ("rbm", "autoencoder", "joint")
 
@@ -58,7 +56,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 class Config:
     """One training run. Defaults are the authors' MNIST RBM settings (Section 5.1)."""
 
-    method: str = "steincd"  # one of METHODS
+    method: str = registry.DEFAULT_METHOD  # one of registry.methods(): the paper's METHODS or a plugin's
     dataset: str = "mnist"  # mnist | mnist-embedded | fashion-mnist | idx | cifar10 | celeba | lsun | image-folder
     image_size: int = 64  # celeba, lsun, image-folder: images are cropped and resized to this square
     max_images: int = 0  # celeba, lsun, image-folder: read at most this many (0 = all)
@@ -176,19 +174,21 @@ class Config:
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
 
     def validate(self) -> Config:
-        """Check every field's type, then its range; the first bad one raises a one-line
-        :class:`ConfigError`. Configs built in Python skip :func:`from_dict`'s type checks, so the
+        """Check every field's type, then its range, with the checks the method's rule makes of its
+        own (its registry entry's ``check``); the first bad one raises a one-line :class:`ConfigError`
+        naming the key. Configs built in Python skip :func:`from_dict`'s type checks, so the
         types are checked here again: a string or a bool where a number belongs would otherwise
         fail deep inside training, or (a bool is an int) silently train something else."""
         for key in FIELDS:
             check_type(key, getattr(self, key))
 
         def bad(key: str, allowed: str) -> ConfigError:
-            return ConfigError(f"config value {key}={getattr(self, key)!r} is invalid: {allowed}")
+            return registry.invalid(self, key, allowed)
 
         for key, allowed in (("method", registry.methods()), *CHOICES.items()):
             if getattr(self, key) not in allowed:
                 raise bad(key, "choose one of " + ", ".join(allowed))
+        rule = registry.rule_entry(self.method)  # what the engine knows of the method's rule
         for key in ("n_hidden", "epochs", "batch_size", "cd_k", "log_every", "code_dim", "noise_dim"):
             if getattr(self, key) < 1:
                 raise bad(key, "must be an integer >= 1")
@@ -222,7 +222,7 @@ class Config:
             raise bad("alpha", "must be in [0, 1]")
         if not (self.diverge_growth == 0.0 or 1.0 < self.diverge_growth < math.inf):
             raise bad("diverge_growth", "must be 0 (off) or a finite number > 1")
-        if self.eval_samples and (self.eval_samples < 10 or not registry.trains_generator(self.method)):
+        if self.eval_samples and (self.eval_samples < 10 or not rule.trains_generator):
             raise bad("eval_samples", "must be 0, or >= 10 with a method that trains a generator")
         if not 0.0 < self.gen_bn_eps < 1.0:
             raise bad("gen_bn_eps", "must be in (0, 1)")
@@ -239,10 +239,10 @@ class Config:
                 or not (self.bandwidth > 0 and math.isfinite(self.bandwidth))
             ):
                 raise bad("bandwidth", "'median' or a finite number > 0")
-        if self.schedule == "alternate" and (
-            self.method != "steingan" or self.alpha > 0 or self.model not in ("autoencoder", "joint")
-        ):
-            raise bad("schedule", "alternate is SteinGAN's (method=steingan, alpha=0) on model=autoencoder or joint")
+        if self.conditional and not rule.discriminator:  # a setting of the DCGAN discriminator
+            raise bad("conditional", "is for the DCGAN baseline; a conditional SteinGAN uses model=joint")
+        if rule.check is not None:  # the rule's own (steinebm.learners.registry.register_rule)
+            rule.check(self)
         if self.skip_margin is not None and not math.isfinite(self.skip_margin):
             raise bad("skip_margin", "must be null or a finite number")
         if not (self.energy_lr_boost > 0 and math.isfinite(self.energy_lr_boost)):
@@ -253,26 +253,8 @@ class Config:
             raise bad("lr_decay_from", "must be null or an epoch >= 0 (from 0; none at or beyond epochs)")
         if self.gen_kernel == "feature" and self.model == "rbm":
             raise bad("gen_kernel", "the feature kernel needs an energy with an encoder: model=autoencoder or joint")
-        if self.conditional and self.method != "dcgan":
-            raise bad("conditional", "is for the DCGAN baseline; a conditional SteinGAN uses model=joint")
-        if self.model == "joint" and (self.method not in ("steingan", "amortized-svgd") or self.alpha > 0):
-            raise bad("model", "the joint image-label energy is trained by SteinGAN (method=steingan, alpha=0)")
         if self.image_size not in (32, 64):
             raise bad("image_size", "the DCGAN networks take 32 or 64 px images")
-        if self.method == "amortized-svgd" and not self.energy_from:
-            raise bad("energy_from", "method=amortized-svgd needs the run folder of a trained energy model")
-        steincd = self.method in ("steincd", "symmetric-steincd") or (self.method == "steingan" and self.alpha > 0)
-        if self.amp and steincd:
-            # measured against float32 at epsilon = 1e-2: under amp the SteinCD gradient's relative
-            # error was 7 on a small autoencoder energy (cosine 0.03) and 0.37 on the MNIST RBM;
-            # CD's was 0.16 and 0.01, Stein score matching's 0.14 and 0.01
-            raise bad(
-                "amp",
-                "SteinCD's update is the difference of two gradients epsilon apart, which bfloat16 "
-                "rounding swamps: use amp=false",
-            )
-        if self.batch_size < 2 and self.method != "cd":
-            raise bad("batch_size", "SVGD needs at least 2 particles per batch")
         if self.n_hidden > 4096:
             raise bad("n_hidden", "must be <= 4096 (beyond 24 the log-likelihood is estimated by AIS)")
         if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", self.device):

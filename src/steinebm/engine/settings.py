@@ -58,7 +58,7 @@ def settings_used(cfg: Config) -> frozenset[str]:
     keys = set(ENGINE_SETTINGS)
     if cfg.dataset in RESIZED_DATASETS:
         keys |= {"image_size", "max_images"}
-    if cfg.method == "dcgan":  # the discriminator (steinebm.engine.build.build_model)
+    if entry.discriminator:  # the DCGAN discriminator (steinebm.engine.build.build_model)
         keys |= {"conditional", "disc_width"}
     else:
         keys.add("model")

@@ -13,7 +13,9 @@ else: it draws the batches, calls ``step``, logs, evaluates and saves. The rules
 - :class:`DCGANRule`: the DCGAN baseline.
 
 :mod:`steinebm.learners.registry` maps each ``method`` to the rule it builds; a new rule is one
-class here (or in a module of its own) plus one :func:`~steinebm.learners.registry.register_rule`.
+class here (or in a module of its own) plus one :func:`~steinebm.learners.registry.register_rule`
+(for a rule on the energy alone, a :class:`~steinebm.learners.base.Learner` and the entry,
+which builds the :class:`EnergyRule` around it).
 """
 
 from __future__ import annotations
