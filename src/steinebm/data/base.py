@@ -84,10 +84,6 @@ def fingerprint(data: Dataset) -> str:
     return h.hexdigest()
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
-
-
 def _shown(path: Path | str) -> str:
     """A path as an error message shows it: as is, or quoted with escapes where it holds a newline
     or another control character (file names in a data folder may), so the message stays one line."""

@@ -13,9 +13,9 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from steinebm.data.base import Dataset, Split, _one_line, _split_train_val, _to_unit, data_root
+from steinebm.data.base import Dataset, Split, _split_train_val, _to_unit, data_root
 from steinebm.data.fetch import _check_md5, _fetch, _safe_extract
-from steinebm.errors import DataError
+from steinebm.errors import DataError, first_line
 
 # --- CIFAR-10 ---------------------------------------------------------------------------------
 
@@ -93,9 +93,9 @@ def _unpickle_cifar(path: Path) -> Any:
     except DataError:
         raise
     except OSError as e:
-        raise DataError(f"cannot read {path} ({_one_line(e)}); check the file and its permissions") from None
+        raise DataError(f"cannot read {path} ({first_line(e)}); check the file and its permissions") from None
     except Exception as e:  # any malformation: UnpicklingError, EOFError, ValueError, TypeError, ...
-        detail = type(e).__name__ + (f": {_one_line(e)}" if str(e).strip() else "")
+        detail = type(e).__name__ + (f": {first_line(e)}" if str(e).strip() else "")
         raise DataError(f"{path} is not a readable CIFAR-10 pickle ({detail}); delete it and fetch it again") from None
 
 

@@ -25,14 +25,13 @@ from steinebm.data.base import (
     Split,
     _check_memory,
     _holdout_size,
-    _one_line,
     _shown,
     _split_train_val,
     _to_unit,
     data_root,
 )
 from steinebm.data.fetch import _download
-from steinebm.errors import DataError
+from steinebm.errors import DataError, first_line
 from steinebm.shapes import MNIST_SHAPE
 
 MNIST_FILES = {
@@ -104,7 +103,7 @@ def _gunzip(blob: bytes, path: Path, fix: str) -> bytes:
     try:
         return gzip.decompress(blob)
     except (OSError, EOFError, zlib.error) as e:  # zlib.error: damaged deflate data (no OSError)
-        raise DataError(f"{path} is not a readable gzip file ({_one_line(e)}); {fix}") from None
+        raise DataError(f"{path} is not a readable gzip file ({first_line(e)}); {fix}") from None
 
 
 def _parse_idx(raw: bytes, path: Path, expect_ndim: int, fix: str) -> np.ndarray:
@@ -140,7 +139,7 @@ def read_idx(path: str | os.PathLike[str], expect_ndim: int, fix: str = REFETCH)
     try:
         blob = path.read_bytes()
     except OSError as e:
-        raise DataError(f"cannot read {_shown(path)} ({e.strerror or _one_line(e)}); {fix}") from None
+        raise DataError(f"cannot read {_shown(path)} ({e.strerror or first_line(e)}); {fix}") from None
     raw = _gunzip(blob, path, fix) if path.name.lower().endswith(".gz") else blob
     return _parse_idx(raw, path, expect_ndim, fix)
 
@@ -181,7 +180,7 @@ def _read_known(path: Path, ndim: int, known: _Known) -> np.ndarray:
         blob = path.read_bytes()
     except OSError as e:
         raise DataError(
-            f"cannot read {path} ({e.strerror or _one_line(e)}): replace it with the original file"
+            f"cannot read {path} ({e.strerror or first_line(e)}): replace it with the original file"
         ) from None
     got = digest(blob, "md5")
     if got == md5:
@@ -331,7 +330,7 @@ def _find_idx_files(folder: Path) -> dict[tuple[str, str], Path]:
     try:
         entries = sorted(folder.iterdir())
     except OSError as e:
-        raise DataError(f"cannot list {folder} ({e.strerror or _one_line(e)}): check the folder") from None
+        raise DataError(f"cannot list {folder} ({e.strerror or first_line(e)}): check the folder") from None
     found: dict[tuple[str, str], list[Path]] = {}
     for p in entries:
         low = p.name.lower()

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from steinebm.checksums import digest
-from steinebm.errors import UserError
+from steinebm.errors import UserError, first_line
 from steinebm.shapes import MNIST_DIM, MNIST_SHAPE
 
 __all__ = [
@@ -285,9 +285,9 @@ def _state_dict_from_bytes(data: bytes, where: str, arch: str = "MNISTClassifier
         # weights_only: tensors and plain containers only; a pickle that would run code is refused.
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
-            f"cannot load classifier weights {where} ({msg[:200]}); pass a state_dict of {arch} saved with torch.save"
+            f"cannot load classifier weights {where} ({first_line(e)[:200]}); "
+            f"pass a state_dict of {arch} saved with torch.save"
         ) from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise UserError(f"classifier weights {where} are not a state_dict of tensors; save model.state_dict()")
@@ -344,9 +344,8 @@ def load_classifier(name: str = "mnist", path: str | os.PathLike[str] | None = N
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
         raise UserError(
-            f"classifier weights {where} do not fit {arch.__name__} ({first[:200]}); pass weights of the same "
+            f"classifier weights {where} do not fit {arch.__name__} ({first_line(e)[:200]}); pass weights of the same "
             "architecture"
         ) from None
     return model.eval()

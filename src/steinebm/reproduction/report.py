@@ -29,7 +29,7 @@ import yaml
 
 from steinebm.engine.runlog import read_log
 from steinebm.engine.settings import differing_keys, read_values
-from steinebm.errors import UserError
+from steinebm.errors import UserError, first_line
 from steinebm.naming import slug
 from steinebm.reproduction.document import (
     Page,
@@ -120,7 +120,7 @@ def _read_config(path: Path) -> dict[str, Any] | None:
     try:
         cfg = yaml.safe_load(p.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise UserError(f"cannot read {p} ({str(e).splitlines()[0][:200]}): restore it") from None
+        raise UserError(f"cannot read {p} ({first_line(e)[:200]}): restore it") from None
     if not isinstance(cfg, dict):
         raise UserError(f"{p} is not a steinebm config (a YAML mapping): restore it")
     return cfg
