@@ -338,13 +338,9 @@ def curves_png(records: list[dict[str, Any]], title: str) -> bytes | None:
 def _grid_png(images: Any, image_shape: Sequence[int], nrow: int | None, scale: int = 2) -> bytes:
     """The same grid as ``steinebm sample`` writes (grids.save_image_grid), kept in memory:
     the report never writes into a run folder."""
-    from PIL import Image
+    from steinebm.grids import grid_picture
 
-    from steinebm.grids import image_grid
-
-    img = Image.fromarray(image_grid(images, image_shape, nrow))
-    if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    img = grid_picture(images, image_shape, nrow, scale)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
