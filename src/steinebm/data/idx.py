@@ -246,7 +246,7 @@ def _read_mnist_folder(
     if xtr.shape[0] != ytr.shape[0] or xte.shape[0] != yte.shape[0]:
         raise DataError(f"{title} files in {folder} disagree on the number of images and labels; {fix}")
     for split, x, y in (("training", xtr, ytr), ("test", xte, yte)):
-        if x.shape[1:] != (28, 28):
+        if x.shape[1:] != MNIST_SHAPE[1:]:
             raise DataError(f"the {title} {split} images in {folder} are {x.shape[1]}x{x.shape[2]}, not 28x28; {fix}")
         if y.size and int(y.max()) > 9:
             raise DataError(f"the {title} {split} labels in {folder} go up to {int(y.max())}, outside 0..9; {fix}")

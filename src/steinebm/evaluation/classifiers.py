@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from steinebm.checksums import digest
 from steinebm.errors import UserError, first_line
-from steinebm.shapes import MNIST_DIM, MNIST_SHAPE
+from steinebm.shapes import CIFAR_DIM, CIFAR_SHAPE, MNIST_DIM, MNIST_SHAPE
 
 __all__ = [
     "MNISTClassifier",
@@ -74,7 +74,7 @@ _RANGE_TOL = 1e-3  # images may stray this far outside [0, 1] (rounding) before 
 def _mnist_batch(x: Tensor) -> Tensor:
     """(n, 784), (n, 28, 28) or (n, 1, 28, 28) images as (n, 1, 28, 28)."""
     if x.ndim == 2 and x.shape[1] == MNIST_DIM or x.ndim == 3 and tuple(x.shape[1:]) == MNIST_SHAPE[1:]:
-        return x.reshape(x.shape[0], 1, 28, 28)
+        return x.reshape(x.shape[0], *MNIST_SHAPE)
     if not (x.ndim == 4 and tuple(x.shape[1:]) == MNIST_SHAPE):
         raise ValueError(f"MNIST images must be (n, 784), (n, 28, 28) or (n, 1, 28, 28); got {tuple(x.shape)}")
     return x
@@ -254,9 +254,9 @@ class CIFAR10Classifier(ResNet):
         super().__init__(3, 10, (16, 32, 64), 3, CIFAR10_MEAN, CIFAR10_STD, generator)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim == 2 and x.shape[1] == 3072:
-            x = x.reshape(x.shape[0], 3, 32, 32)
-        elif not (x.ndim == 4 and tuple(x.shape[1:]) == (3, 32, 32)):
+        if x.ndim == 2 and x.shape[1] == CIFAR_DIM:
+            x = x.reshape(x.shape[0], *CIFAR_SHAPE)
+        elif not (x.ndim == 4 and tuple(x.shape[1:]) == CIFAR_SHAPE):
             raise ValueError(f"CIFAR-10 images must be (n, 3072) or (n, 3, 32, 32); got {tuple(x.shape)}")
         return super().forward(x)
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from steinebm.shapes import MNIST_SHAPE
+
 __all__ = [
     "MNISTGenerator",
     "MNISTDiscriminator",
@@ -170,7 +172,7 @@ class MNISTDiscriminator(nn.Module):
         _init_seeded(self, generator)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.reshape(-1, 1, 28, 28)).squeeze(1)
+        return self.net(x.reshape(-1, *MNIST_SHAPE)).squeeze(1)
 
 
 def _mnist_bn(batchnorm: str, bn_stats: str, bn_eps: float) -> dict[str, Any]:
@@ -283,7 +285,7 @@ class MNISTConditionalDiscriminator(nn.Module):
         if y.dim() == 1:
             y = F.one_hot(y.long(), self.n_classes)
         y = y.to(x.dtype)
-        h = self.conv1(_with_planes(x.reshape(-1, 1, 28, 28), y))
+        h = self.conv1(_with_planes(x.reshape(-1, *MNIST_SHAPE), y))
         h = self.conv2(_with_planes(h, y)).flatten(1)
         h = self.fc(torch.cat([h, y], 1))
         return self.out(torch.cat([h, y], 1)).squeeze(1)

@@ -42,6 +42,7 @@ from steinebm.evaluation.likelihood import (
 from steinebm.models.energies import GaussianBernoulliRBM
 from steinebm.naming import slug
 from steinebm.reproduction.document import Block, claims_table, image_cell, page, table, text, write_page
+from steinebm.shapes import MNIST_SHAPE
 
 FIG1A_METHODS: dict[str, dict[str, Any]] = {
     "CD-1": {"method": "cd", "cd_k": 1},
@@ -723,7 +724,7 @@ def _sample_grid(
     G: Any = generator if generator is not None else load_generator(run_dir)
     with torch.no_grad():
         x = G(G.sample_noise(n, torch.Generator().manual_seed(seed)))
-    return save_image_grid(x, path, (1, 28, 28), nrow=10), x.reshape(n, -1)
+    return save_image_grid(x, path, MNIST_SHAPE, nrow=10), x.reshape(n, -1)
 
 
 def grid_cells(scores: dict[str, float]) -> list[str]:

@@ -28,6 +28,7 @@ from steinebm.engine.config import Config
 from steinebm.errors import UserError
 from steinebm.naming import slug
 from steinebm.reproduction.document import Block, claims_table, images, page, table, text, write_page
+from steinebm.shapes import CIFAR_SHAPE
 
 # The paper's Figure 2 (inception scores under the ImageNet Inception network; accuracies of a
 # ResNet trained on 50,000 images and tested on the real test set).
@@ -184,7 +185,7 @@ def fig2(
         log(f"fig2: scoring {name} ({len(x)} images)")
         is_mean, is_std = inception_score(x, classifier="cifar10")
         acc = train_on_images_accuracy(
-            x, y, data.test.x, data.test.y, image_shape=(3, 32, 32), seed=seed, device=device, **sc["transfer"]
+            x, y, data.test.x, data.test.y, image_shape=CIFAR_SHAPE, seed=seed, device=device, **sc["transfer"]
         )
         result = {"key": key, "is_mean": is_mean, "is_std": is_std, "accuracy": acc, "n_images": len(x)}
         result.update(fid_of(x))

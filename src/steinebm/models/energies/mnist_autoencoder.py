@@ -45,7 +45,7 @@ class MNISTTiedEncoder(nn.Module):
         _init_seeded(self, generator)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.relu(self.conv1(x.reshape(-1, 1, 28, 28)))
+        h = F.relu(self.conv1(x.reshape(-1, *MNIST_SHAPE)))
         h = F.relu(self.bn2(self.conv2(h)))
         return F.relu(self.bn_fc(self.fc(h.flatten(1))))
 
