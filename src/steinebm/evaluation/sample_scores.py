@@ -100,7 +100,7 @@ def generated_images(G: Any, n: int, seed: int = 0, batch_size: int = 1000) -> T
     statistics sees batches of that size). A class-conditional generator (one with
     ``n_classes``) is given image k the label ``(k // n_classes) % n_classes``: every class
     equally often, and each 10 x 10 block of images, shown as a grid, one class per row."""
-    from steinebm.models.mnist_nets import uniform_noise
+    from steinebm.models.common import uniform_noise
 
     device = next(G.parameters()).device
     rng = torch.Generator().manual_seed(seed)

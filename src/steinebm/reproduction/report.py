@@ -357,7 +357,7 @@ def fresh_samples(run: Run, n: int, gibbs_steps: int, seed: int) -> tuple[bytes 
 
     from steinebm.engine.build import load, load_generator
     from steinebm.engine.checkpoint import load_checkpoint
-    from steinebm.models.mnist_nets import draw_samples
+    from steinebm.models.common import draw_samples
 
     ck = load_checkpoint(run.path)
     shape = ck.get("image_shape") or MNIST_SHAPE

@@ -446,7 +446,7 @@ def generator_scores(
     device sees the same draws."""
     from steinebm.engine.build import load_generator
     from steinebm.evaluation.classifiers import inception_score, load_classifier, mode_coverage
-    from steinebm.models.mnist_nets import uniform_noise
+    from steinebm.models.common import uniform_noise
 
     G: Any = (generator if generator is not None else load_generator(run_dir)).to(device)
     rng = torch.Generator().manual_seed(seed)
@@ -603,7 +603,8 @@ def fig1b_curves(fig1b_dir: str | Path, path: str | Path | None = None) -> Path:
 
 def parameter_counts(dim: int) -> dict[str, int]:
     """Trainable parameters of the networks Figure 1(b) compares."""
-    from steinebm.models.mnist_nets import MNISTDiscriminator, MNISTGenerator, count_parameters
+    from steinebm.models.common import count_parameters
+    from steinebm.models.mnist_nets import MNISTDiscriminator, MNISTGenerator
 
     return {
         "rbm": count_parameters(GaussianBernoulliRBM(dim, Config().n_hidden)),

@@ -96,7 +96,7 @@ def labelled_samples(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` images from a conditional generator (``generator``, else the run's), ``n / 10`` of
     each class (labels in order)."""
-    from steinebm.models.mnist_nets import uniform_noise
+    from steinebm.models.common import uniform_noise
 
     G: Any = (generator if generator is not None else load_generator(run_dir)).to(device)
     if not getattr(G, "n_classes", 0):
@@ -132,7 +132,7 @@ def fig2(
     the column says so and the rest is measured as usual."""
     from steinebm.evaluation.transfer import duplicate_baseline
     from steinebm.grids import save_image_grid
-    from steinebm.models.mnist_nets import count_parameters, draw_samples
+    from steinebm.models.common import count_parameters, draw_samples
     from steinebm.reproduction.reproduce import run_many
 
     if scale not in FIG2_SCALES:

@@ -48,7 +48,7 @@ GRID_ROWS, GRID_COLS = 10, 20  # the authors' mnist_samples.png: a row of 20 per
 def conditional_images(G: Any, labels: Tensor, seed: int = 0, batch_size: int = 1000) -> Tensor:
     """Images (n, 784) of a class-conditional generator for the given labels (n,), from seeded
     noise drawn on the CPU, in batches of ``batch_size`` (its BatchNorm may use batch statistics)."""
-    from steinebm.models.mnist_nets import uniform_noise
+    from steinebm.models.common import uniform_noise
 
     device = next(G.parameters()).device
     rng = torch.Generator().manual_seed(seed)
