@@ -14,6 +14,8 @@ from typing import Any
 
 from steinebm.errors import DivergenceError, UserError
 
+__all__ = ["main"]
+
 EXAMPLES = {
     "train": """examples:
   steinebm train configs/fig1a-steincd.yaml

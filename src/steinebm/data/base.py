@@ -18,6 +18,8 @@ from torch import Tensor
 from steinebm.checksums import hasher
 from steinebm.errors import DataError
 
+__all__ = ["Split", "Dataset", "DATASETS", "SPLIT_SEED", "HOLDOUT_FRACTION", "Transform", "data_root", "fingerprint"]
+
 DATASETS = ("mnist", "mnist-embedded", "fashion-mnist", "idx", "cifar10", "celeba", "lsun", "image-folder")
 SPLIT_SEED = 42  # the authors' seed for the train/validation split
 

@@ -18,6 +18,17 @@ from steinebm.data.fetch import _check_md5, _fetch, _safe_extract
 from steinebm.errors import DataError, first_line
 from steinebm.shapes import CIFAR_DIM, CIFAR_SHAPE
 
+__all__ = [
+    "load_cifar10",
+    "read_cifar_batch",
+    "read_cifar_meta",
+    "CIFAR10_FOLDER",
+    "CIFAR10_FILES",
+    "CIFAR10_URL",
+    "CIFAR10_ARCHIVE_MD5",
+    "CIFAR10_N_VAL",
+]
+
 # --- CIFAR-10 ---------------------------------------------------------------------------------
 
 CIFAR10_FOLDER = "cifar-10-batches-py"

@@ -13,6 +13,8 @@ from pathlib import Path, PurePosixPath
 from steinebm.checksums import digest, file_digest, hasher
 from steinebm.errors import DataError, first_line
 
+__all__: list[str] = []  # the loaders' own helpers: nothing here is for users to call
+
 
 def _md5(path: Path) -> str:
     """The file's md5. A name that cannot be read (a folder in its place, no permission) is a

@@ -34,6 +34,24 @@ from steinebm.data.fetch import _download
 from steinebm.errors import DataError, first_line
 from steinebm.shapes import MNIST_SHAPE
 
+__all__ = [
+    "read_idx",
+    "load_mnist",
+    "load_fashion_mnist",
+    "load_mnist_embedded",
+    "load_idx",
+    "MNIST_FILES",
+    "MNIST_CONTENT",
+    "MNIST_MIRRORS",
+    "SUBSET_FILES",
+    "MNIST_N_VAL",
+    "FASHION_MNIST_FILES",
+    "FASHION_MNIST_CONTENT",
+    "FASHION_MNIST_MIRRORS",
+    "FASHION_MNIST_CLASSES",
+    "IDX_VAL_FRACTION",
+]
+
 MNIST_FILES = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
     "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",

@@ -25,6 +25,8 @@ from steinebm.data.base import (
 )
 from steinebm.errors import DataError, first_line
 
+__all__ = ["load_image_folder", "load_celeba", "load_lsun", "IMAGE_EXTENSIONS", "CELEBA_FOLDER", "CELEBA_CROP"]
+
 # --- image datasets: CelebA, LSUN, any image folder ----------------------------------------------
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

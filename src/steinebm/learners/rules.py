@@ -44,6 +44,7 @@ __all__ = [
     "DCGANRule",
     "apply_update",
     "lr_scaled",
+    "labelled",
 ]
 
 StepOut = tuple[Tensor, dict[str, Stat]]  # (the step's loss, numbers for the log)

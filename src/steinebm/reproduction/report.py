@@ -49,6 +49,8 @@ __all__ = [
     "collect_units",
     "config_differences",
     "curve_panels",
+    "curves_png",
+    "fresh_samples",
     "read_log",
     "render_report",
     "write_report",

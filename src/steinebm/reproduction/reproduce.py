@@ -44,6 +44,34 @@ from steinebm.naming import slug
 from steinebm.reproduction.document import Block, claims_table, image_cell, page, table, text, write_page
 from steinebm.shapes import MNIST_SHAPE
 
+__all__ = [
+    "run_many",
+    "baseline_log_likelihood",
+    "fig1a",
+    "fig1a_document",
+    "demo",
+    "demo_reference_note",
+    "fig1b",
+    "fig1b_curves",
+    "fig1b_document",
+    "diversity_scores",
+    "generator_scores",
+    "cached_generator_scores",
+    "parameter_counts",
+    "sample_grid",
+    "grid_cells",
+    "fig1cd",
+    "fig1cd_document",
+    "FIG1A_METHODS",
+    "FIG1A_SWEEP",
+    "PAPER_FIG1A",
+    "DEMO_EPOCHS",
+    "DEMO_SETTINGS",
+    "FIG1B_ALPHAS",
+    "STEINGAN_RBM",
+    "PAPER_FIG1",
+]
+
 FIG1A_METHODS: dict[str, dict[str, Any]] = {
     "CD-1": {"method": "cd", "cd_k": 1},
     "CD-10": {"method": "cd", "cd_k": 10},

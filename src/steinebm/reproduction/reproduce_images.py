@@ -30,6 +30,8 @@ from steinebm.naming import slug
 from steinebm.reproduction.document import Block, claims_table, images, page, table, text, write_page
 from steinebm.shapes import CIFAR_SHAPE
 
+__all__ = ["fig2", "fig2_config", "fig2_document", "labelled_samples", "PAPER_FIG2", "FIG2_VARIANTS", "FIG2_SCALES"]
+
 # The paper's Figure 2 (inception scores under the ImageNet Inception network; accuracies of a
 # ResNet trained on 50,000 images and tested on the real test set).
 PAPER_FIG2: dict[str, dict[str, float]] = {
