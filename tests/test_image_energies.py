@@ -17,6 +17,7 @@ from steinebm.core.kernels import FeatureKernel
 from steinebm.engine.config import Config
 from steinebm.errors import ConfigError
 from steinebm.learners.steingan import SteinGAN
+from steinebm.models.common import count_parameters
 from steinebm.models.dcgan_nets import (
     ConditionalDCGANGenerator,
     DCGANDecoder,
@@ -25,7 +26,6 @@ from steinebm.models.dcgan_nets import (
     DCGANGenerator,
 )
 from steinebm.models.energies import AutoencoderEnergy, JointAutoencoderEnergy, score
-from steinebm.models.mnist_nets import count_parameters
 from steinebm.models.table1 import table1_parameter_counts
 
 

@@ -19,7 +19,7 @@ from steinebm.engine import train as T
 from steinebm.engine.config import Config
 from steinebm.errors import ConfigError
 from steinebm.learners.steingan import SteinGAN
-from steinebm.models.mnist_nets import draw_samples, latent_walk
+from steinebm.models.common import draw_samples, latent_walk
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(width=8, gen_width=8, disc_width=8, code_dim=8, batch_size=8, progress=False, log_every=1, threads=1)
@@ -231,8 +231,8 @@ def test_an_image_shape_the_networks_do_not_take_is_a_clear_error(tmp_path):
 
 
 def test_conditional_discriminator_reads_the_label_planes():
+    from steinebm.models.common import count_parameters
     from steinebm.models.dcgan_nets import ConditionalDCGANDiscriminator, DCGANDiscriminator
-    from steinebm.models.mnist_nets import count_parameters
 
     g = torch.Generator().manual_seed(0)
     D = ConditionalDCGANDiscriminator(32, 3, 10, ndf=8, generator=g).eval()

@@ -24,9 +24,11 @@ from steinebm.data import load_dataset
 from steinebm.engine import build as B
 from steinebm.engine import train as T
 from steinebm.engine.config import Config
-from steinebm.learners.steingan import AmortizedSVGD, DCGANLoss, SteinGAN
+from steinebm.learners.dcgan import DCGANLoss
+from steinebm.learners.steingan import AmortizedSVGD, SteinGAN
+from steinebm.models.common import uniform_noise
 from steinebm.models.energies import GaussianBernoulliRBM
-from steinebm.models.mnist_nets import MNISTDiscriminator, MNISTGenerator, uniform_noise
+from steinebm.models.mnist_nets import MNISTDiscriminator, MNISTGenerator
 
 DT = torch.float64
 

@@ -7,7 +7,8 @@ from steinebm.evaluation.ais import ais_log_partition
 from steinebm.evaluation.classifiers import inception_score, load_classifier, mode_coverage
 from steinebm.evaluation.likelihood import LogLikelihood, log_likelihood
 from steinebm.learners import CD, HyvarinenScoreMatching, Learner, SteinCD, SteinScoreMatching, SymmetricSteinCD
-from steinebm.learners.steingan import AmortizedSVGD, DCGANLoss, SteinGAN
+from steinebm.learners.dcgan import DCGANLoss
+from steinebm.learners.steingan import AmortizedSVGD, SteinGAN
 from steinebm.models.energies import GaussianBernoulliRBM, score
 from steinebm.models.mnist_nets import MNISTDiscriminator, MNISTGenerator
 

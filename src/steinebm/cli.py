@@ -14,6 +14,8 @@ from typing import Any
 
 from steinebm.errors import DivergenceError, UserError
 
+__all__ = ["main"]
+
 EXAMPLES = {
     "train": """examples:
   steinebm train configs/fig1a-steincd.yaml
@@ -335,7 +337,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     from steinebm.engine.build import load, load_generator
     from steinebm.engine.checkpoint import load_checkpoint
     from steinebm.grids import save_image_grid, save_walk
-    from steinebm.models.mnist_nets import draw_samples, latent_walk
+    from steinebm.models.common import draw_samples, latent_walk
     from steinebm.shapes import MNIST_SHAPE
 
     _positive("n", a.n)

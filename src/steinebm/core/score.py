@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+__all__ = ["score"]
+
 
 def score(energy: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool = False) -> Tensor:
     """``grad_x f(x; theta)`` for each sample, same shape as x: the score of an energy model, or

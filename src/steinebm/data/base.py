@@ -18,6 +18,8 @@ from torch import Tensor
 from steinebm.checksums import hasher
 from steinebm.errors import DataError
 
+__all__ = ["Split", "Dataset", "DATASETS", "SPLIT_SEED", "HOLDOUT_FRACTION", "Transform", "data_root", "fingerprint"]
+
 DATASETS = ("mnist", "mnist-embedded", "fashion-mnist", "idx", "cifar10", "celeba", "lsun", "image-folder")
 SPLIT_SEED = 42  # the authors' seed for the train/validation split
 
@@ -82,10 +84,6 @@ def fingerprint(data: Dataset) -> str:
             a = np.ascontiguousarray(t.detach().cpu().numpy())
             h.update(a.astype(a.dtype.newbyteorder("<"), copy=False).data)
     return h.hexdigest()
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _shown(path: Path | str) -> str:

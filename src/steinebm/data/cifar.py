@@ -13,9 +13,21 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from steinebm.data.base import Dataset, Split, _one_line, _split_train_val, _to_unit, data_root
+from steinebm.data.base import Dataset, Split, _split_train_val, _to_unit, data_root
 from steinebm.data.fetch import _check_md5, _fetch, _safe_extract
-from steinebm.errors import DataError
+from steinebm.errors import DataError, first_line
+from steinebm.shapes import CIFAR_DIM, CIFAR_SHAPE
+
+__all__ = [
+    "load_cifar10",
+    "read_cifar_batch",
+    "read_cifar_meta",
+    "CIFAR10_FOLDER",
+    "CIFAR10_FILES",
+    "CIFAR10_URL",
+    "CIFAR10_ARCHIVE_MD5",
+    "CIFAR10_N_VAL",
+]
 
 # --- CIFAR-10 ---------------------------------------------------------------------------------
 
@@ -32,7 +44,6 @@ CIFAR10_FILES = {  # md5s of the original files in cifar-10-python.tar.gz
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_N_VAL = 5_000
-CIFAR10_PIXELS = 3 * 32 * 32
 
 _NP_RECONSTRUCT: Callable[..., Any] = cast(Any, np.empty(0).__reduce__())[0]  # numpy's _reconstruct
 
@@ -93,9 +104,9 @@ def _unpickle_cifar(path: Path) -> Any:
     except DataError:
         raise
     except OSError as e:
-        raise DataError(f"cannot read {path} ({_one_line(e)}); check the file and its permissions") from None
+        raise DataError(f"cannot read {path} ({first_line(e)}); check the file and its permissions") from None
     except Exception as e:  # any malformation: UnpicklingError, EOFError, ValueError, TypeError, ...
-        detail = type(e).__name__ + (f": {_one_line(e)}" if str(e).strip() else "")
+        detail = type(e).__name__ + (f": {first_line(e)}" if str(e).strip() else "")
         raise DataError(f"{path} is not a readable CIFAR-10 pickle ({detail}); delete it and fetch it again") from None
 
 
@@ -120,8 +131,8 @@ def read_cifar_batch(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarr
     data, labels = _dict_get(obj, "data"), _dict_get(obj, "labels")
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2):
         raise DataError(f"{bad} (no 2-d uint8 'data' array); delete it and fetch it again")
-    if data.shape[1] != CIFAR10_PIXELS:
-        raise DataError(f"{bad} ('data' has {data.shape[1]} columns, expected {CIFAR10_PIXELS}); delete it")
+    if data.shape[1] != CIFAR_DIM:
+        raise DataError(f"{bad} ('data' has {data.shape[1]} columns, expected {CIFAR_DIM}); delete it")
     if data.nbytes > path.stat().st_size:  # the pixels must come from the file itself
         raise DataError(f"{bad} ('data' is larger than the file); delete it and fetch it again")
     if isinstance(labels, np.ndarray) and labels.ndim == 1 and labels.dtype.kind in "iu":
@@ -177,7 +188,7 @@ def _read_cifar_folder(
     train, val = Split(_to_unit(tr.x), tr.y), Split(_to_unit(va.x), va.y)
     del tr, va
     test = Split(_to_unit(xte), torch.from_numpy(yte))
-    return Dataset(name, train, val, test, (3, 32, 32), str(folder), classes)
+    return Dataset(name, train, val, test, CIFAR_SHAPE, str(folder), classes)
 
 
 def _download_cifar10(folder: Path) -> Path:

@@ -11,8 +11,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from steinebm.checksums import digest, file_digest, hasher
-from steinebm.data.base import _one_line
-from steinebm.errors import DataError
+from steinebm.errors import DataError, first_line
+
+__all__: list[str] = []  # the loaders' own helpers: nothing here is for users to call
 
 
 def _md5(path: Path) -> str:
@@ -22,7 +23,7 @@ def _md5(path: Path) -> str:
         return file_digest(path, "md5")
     except OSError as e:
         raise DataError(
-            f"cannot read {path} ({e.strerror or _one_line(e)}): replace it with the original file"
+            f"cannot read {path} ({e.strerror or first_line(e)}): replace it with the original file"
         ) from None
 
 
@@ -53,7 +54,7 @@ def _download(names: Mapping[str, str], folder: Path, mirrors: Sequence[str], ti
                 os.replace(tmp, folder / name)
             except OSError as e:
                 raise DataError(
-                    f"cannot write {folder / name} ({_one_line(e)}): free some space or choose another --data-dir"
+                    f"cannot write {folder / name} ({first_line(e)}): free some space or choose another --data-dir"
                 ) from None
             finally:
                 if tmp is not None and os.path.exists(tmp):
@@ -95,7 +96,7 @@ def _fetch(url: str, dest: Path, md5: str) -> None:
                             bar.update(len(block))
             except Exception as e:  # no network, 404, timeout, ...
                 raise DataError(
-                    f"could not download {url} ({_one_line(e)}): download it yourself and extract it in {dest.parent}"
+                    f"could not download {url} ({first_line(e)}): download it yourself and extract it in {dest.parent}"
                 ) from None
         if h.hexdigest() != md5:
             raise DataError(
@@ -147,5 +148,5 @@ def _safe_extract(archive: Path, dest: Path, folder: str, checksums: Mapping[str
                     if f.is_file():
                         os.replace(f, target / f.name)
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"cannot extract {archive} ({_one_line(e)}); delete it and fetch it again") from None
+        raise DataError(f"cannot extract {archive} ({first_line(e)}); delete it and fetch it again") from None
     return dest / folder

@@ -25,15 +25,32 @@ from steinebm.data.base import (
     Split,
     _check_memory,
     _holdout_size,
-    _one_line,
     _shown,
     _split_train_val,
     _to_unit,
     data_root,
 )
 from steinebm.data.fetch import _download
-from steinebm.errors import DataError
+from steinebm.errors import DataError, first_line
 from steinebm.shapes import MNIST_SHAPE
+
+__all__ = [
+    "read_idx",
+    "load_mnist",
+    "load_fashion_mnist",
+    "load_mnist_embedded",
+    "load_idx",
+    "MNIST_FILES",
+    "MNIST_CONTENT",
+    "MNIST_MIRRORS",
+    "SUBSET_FILES",
+    "MNIST_N_VAL",
+    "FASHION_MNIST_FILES",
+    "FASHION_MNIST_CONTENT",
+    "FASHION_MNIST_MIRRORS",
+    "FASHION_MNIST_CLASSES",
+    "IDX_VAL_FRACTION",
+]
 
 MNIST_FILES = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -104,7 +121,7 @@ def _gunzip(blob: bytes, path: Path, fix: str) -> bytes:
     try:
         return gzip.decompress(blob)
     except (OSError, EOFError, zlib.error) as e:  # zlib.error: damaged deflate data (no OSError)
-        raise DataError(f"{path} is not a readable gzip file ({_one_line(e)}); {fix}") from None
+        raise DataError(f"{path} is not a readable gzip file ({first_line(e)}); {fix}") from None
 
 
 def _parse_idx(raw: bytes, path: Path, expect_ndim: int, fix: str) -> np.ndarray:
@@ -140,7 +157,7 @@ def read_idx(path: str | os.PathLike[str], expect_ndim: int, fix: str = REFETCH)
     try:
         blob = path.read_bytes()
     except OSError as e:
-        raise DataError(f"cannot read {_shown(path)} ({e.strerror or _one_line(e)}); {fix}") from None
+        raise DataError(f"cannot read {_shown(path)} ({e.strerror or first_line(e)}); {fix}") from None
     raw = _gunzip(blob, path, fix) if path.name.lower().endswith(".gz") else blob
     return _parse_idx(raw, path, expect_ndim, fix)
 
@@ -181,7 +198,7 @@ def _read_known(path: Path, ndim: int, known: _Known) -> np.ndarray:
         blob = path.read_bytes()
     except OSError as e:
         raise DataError(
-            f"cannot read {path} ({e.strerror or _one_line(e)}): replace it with the original file"
+            f"cannot read {path} ({e.strerror or first_line(e)}): replace it with the original file"
         ) from None
     got = digest(blob, "md5")
     if got == md5:
@@ -247,7 +264,7 @@ def _read_mnist_folder(
     if xtr.shape[0] != ytr.shape[0] or xte.shape[0] != yte.shape[0]:
         raise DataError(f"{title} files in {folder} disagree on the number of images and labels; {fix}")
     for split, x, y in (("training", xtr, ytr), ("test", xte, yte)):
-        if x.shape[1:] != (28, 28):
+        if x.shape[1:] != MNIST_SHAPE[1:]:
             raise DataError(f"the {title} {split} images in {folder} are {x.shape[1]}x{x.shape[2]}, not 28x28; {fix}")
         if y.size and int(y.max()) > 9:
             raise DataError(f"the {title} {split} labels in {folder} go up to {int(y.max())}, outside 0..9; {fix}")
@@ -331,7 +348,7 @@ def _find_idx_files(folder: Path) -> dict[tuple[str, str], Path]:
     try:
         entries = sorted(folder.iterdir())
     except OSError as e:
-        raise DataError(f"cannot list {folder} ({e.strerror or _one_line(e)}): check the folder") from None
+        raise DataError(f"cannot list {folder} ({e.strerror or first_line(e)}): check the folder") from None
     found: dict[tuple[str, str], list[Path]] = {}
     for p in entries:
         low = p.name.lower()

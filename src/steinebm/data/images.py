@@ -20,11 +20,12 @@ from steinebm.data.base import (
     Transform,
     _check_memory,
     _holdout_size,
-    _one_line,
     _shown,
     data_root,
 )
-from steinebm.errors import DataError
+from steinebm.errors import DataError, first_line
+
+__all__ = ["load_image_folder", "load_celeba", "load_lsun", "IMAGE_EXTENSIONS", "CELEBA_FOLDER", "CELEBA_CROP"]
 
 # --- image datasets: CelebA, LSUN, any image folder ----------------------------------------------
 
@@ -61,7 +62,7 @@ def _decode(source: Path | bytes, what: str) -> Image.Image:
             return im.convert("RGB")
     except Exception as e:  # UnidentifiedImageError, truncated data, decompression bomb, ...
         raise DataError(
-            f"cannot read image {what} ({type(e).__name__}: {_one_line(e)}): delete or replace it"
+            f"cannot read image {what} ({type(e).__name__}: {first_line(e)}): delete or replace it"
         ) from None
 
 
@@ -254,7 +255,7 @@ def _load_lsun_lmdb(folder: Path, max_images: int | None, size: int) -> Dataset:
         env = lmdb.open(str(folder), readonly=True, lock=False, readahead=False, meminit=False, max_readers=1)
     except lmdb.Error as e:
         raise DataError(
-            f"{folder} is not a readable lmdb database ({_one_line(e)}): point --data-dir at LSUN's *_lmdb folder"
+            f"{folder} is not a readable lmdb database ({first_line(e)}): point --data-dir at LSUN's *_lmdb folder"
         ) from None
     transform = _resize_short_side_crop(size)
     what = f"lsun ({folder})"
@@ -273,7 +274,7 @@ def _load_lsun_lmdb(folder: Path, max_images: int | None, size: int) -> Dataset:
 
             train, val, test = _collect(arrays(), n, np.zeros(n, np.int64), size, what)
     except lmdb.Error as e:
-        raise DataError(f"cannot read the lmdb database in {folder} ({_one_line(e)}); check the export") from None
+        raise DataError(f"cannot read the lmdb database in {folder} ({first_line(e)}); check the export") from None
     finally:
         env.close()
     return Dataset("lsun", train, val, test, (3, size, size), str(folder))

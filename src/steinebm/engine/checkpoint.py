@@ -44,8 +44,11 @@ from steinebm.errors import UserError
 __all__ = [
     "CHECKPOINT",
     "PREVIOUS",
+    "DAMAGED",
+    "PROBE_PREFIX",
     "VERSION",
     "content_digest",
+    "fsync_dir",
     "atomic_write",
     "save_checkpoint",
     "load_checkpoint",

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from steinebm.engine.config import FIELDS, WANTED, Config, check_type
-from steinebm.errors import ConfigError
+from steinebm.errors import ConfigError, first_line
 
 __all__ = ["PRESETS", "presets", "preset_path", "load_config", "apply_overrides", "from_dict", "suggest_key", "ALIASES"]
 
@@ -151,8 +151,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            first = str(e).splitlines()[0] if str(e) else "syntax error"
-            raise ConfigError(f"config {p} is not valid YAML ({first})") from None
+            raise ConfigError(f"config {p} is not valid YAML ({first_line(e)})") from None
         except RecursionError:
             raise ConfigError(f"config {p} nests too deeply to read; flatten it") from None
         if loaded is None:

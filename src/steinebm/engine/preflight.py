@@ -27,6 +27,20 @@ from steinebm.engine.settings import differing_keys
 from steinebm.errors import UserError
 from steinebm.learners.rules import Rule
 
+__all__ = [
+    "RunStart",
+    "RESUMABLE_CHANGES",
+    "CONFIG_HEADER",
+    "check_run_folder",
+    "check_writable",
+    "remove_start",
+    "checkpoint_bytes",
+    "check_free_space",
+    "on_main",
+    "config_diff",
+    "resolve_device",
+]
+
 # A resumed run must match the saved one in everything but these.
 RESUMABLE_CHANGES = {
     "epochs",

@@ -11,6 +11,8 @@ from typing import Any
 from steinebm.engine.checkpoint import atomic_write
 from steinebm.errors import UserError
 
+__all__ = ["RunLog", "summary_writer_class", "json_lines", "read_log", "read_metrics", "progress_bar"]
+
 
 def summary_writer_class() -> Any:
     """torch's SummaryWriter, or a UserError before training when its packages are missing

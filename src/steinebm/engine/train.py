@@ -67,7 +67,8 @@ from steinebm.engine.settings import unused_settings, used_dict
 from steinebm.engine.state import LoopState, checkpoint_dict, rank_seed, restore
 from steinebm.errors import DivergenceError, UserError
 from steinebm.learners.rules import lr_scaled
-from steinebm.models.mnist_nets import LabelSampler, MNISTConditionalGenerator, MNISTGenerator
+from steinebm.models.common import LabelSampler
+from steinebm.models.mnist_nets import MNISTConditionalGenerator, MNISTGenerator
 
 __all__ = ["train", "lr_decay"]
 

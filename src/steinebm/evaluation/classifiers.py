@@ -33,8 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from steinebm.checksums import digest
-from steinebm.errors import UserError
-from steinebm.shapes import MNIST_DIM, MNIST_SHAPE
+from steinebm.errors import UserError, first_line
+from steinebm.shapes import CIFAR_DIM, CIFAR_SHAPE, MNIST_DIM, MNIST_SHAPE
 
 __all__ = [
     "MNISTClassifier",
@@ -74,7 +74,7 @@ _RANGE_TOL = 1e-3  # images may stray this far outside [0, 1] (rounding) before 
 def _mnist_batch(x: Tensor) -> Tensor:
     """(n, 784), (n, 28, 28) or (n, 1, 28, 28) images as (n, 1, 28, 28)."""
     if x.ndim == 2 and x.shape[1] == MNIST_DIM or x.ndim == 3 and tuple(x.shape[1:]) == MNIST_SHAPE[1:]:
-        return x.reshape(x.shape[0], 1, 28, 28)
+        return x.reshape(x.shape[0], *MNIST_SHAPE)
     if not (x.ndim == 4 and tuple(x.shape[1:]) == MNIST_SHAPE):
         raise ValueError(f"MNIST images must be (n, 784), (n, 28, 28) or (n, 1, 28, 28); got {tuple(x.shape)}")
     return x
@@ -254,9 +254,9 @@ class CIFAR10Classifier(ResNet):
         super().__init__(3, 10, (16, 32, 64), 3, CIFAR10_MEAN, CIFAR10_STD, generator)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim == 2 and x.shape[1] == 3072:
-            x = x.reshape(x.shape[0], 3, 32, 32)
-        elif not (x.ndim == 4 and tuple(x.shape[1:]) == (3, 32, 32)):
+        if x.ndim == 2 and x.shape[1] == CIFAR_DIM:
+            x = x.reshape(x.shape[0], *CIFAR_SHAPE)
+        elif not (x.ndim == 4 and tuple(x.shape[1:]) == CIFAR_SHAPE):
             raise ValueError(f"CIFAR-10 images must be (n, 3072) or (n, 3, 32, 32); got {tuple(x.shape)}")
         return super().forward(x)
 
@@ -285,9 +285,9 @@ def _state_dict_from_bytes(data: bytes, where: str, arch: str = "MNISTClassifier
         # weights_only: tensors and plain containers only; a pickle that would run code is refused.
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
-            f"cannot load classifier weights {where} ({msg[:200]}); pass a state_dict of {arch} saved with torch.save"
+            f"cannot load classifier weights {where} ({first_line(e)[:200]}); "
+            f"pass a state_dict of {arch} saved with torch.save"
         ) from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise UserError(f"classifier weights {where} are not a state_dict of tensors; save model.state_dict()")
@@ -344,9 +344,8 @@ def load_classifier(name: str = "mnist", path: str | os.PathLike[str] | None = N
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
         raise UserError(
-            f"classifier weights {where} do not fit {arch.__name__} ({first[:200]}); pass weights of the same "
+            f"classifier weights {where} do not fit {arch.__name__} ({first_line(e)[:200]}); pass weights of the same "
             "architecture"
         ) from None
     return model.eval()

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from steinebm.checksums import digest
-from steinebm.errors import DataError
+from steinebm.errors import DataError, first_line
 
 __all__ = [
     "FID_NETWORK_SHA256",
@@ -176,8 +176,7 @@ def _jit_load(data: bytes, where: str, hint: str) -> nn.Module:
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             module = torch.jit.load(io.BytesIO(data), map_location="cpu")
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"cannot load the FID network {where} ({msg[:200]}): {hint}") from None
+        raise DataError(f"cannot load the FID network {where} ({first_line(e)[:200]}): {hint}") from None
     return module
 
 
@@ -399,9 +398,9 @@ def load_statistics(path: str | os.PathLike[str]) -> tuple[Tensor, Tensor]:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in ("mu", "sigma") if k in z.files}
     except (OSError, ValueError, EOFError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(
-            f"cannot read FID statistics {path} ({msg[:200]}); write them with steinebm.evaluation.fid.save_statistics"
+            f"cannot read FID statistics {path} ({first_line(e)[:200]}); "
+            "write them with steinebm.evaluation.fid.save_statistics"
         ) from None
     if set(arrays) != {"mu", "sigma"}:
         raise DataError(

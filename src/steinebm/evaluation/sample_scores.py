@@ -28,6 +28,7 @@ from torch import Tensor
 
 from steinebm.errors import UserError
 from steinebm.evaluation.classifiers import inception_score, load_classifier, mode_coverage
+from steinebm.shapes import MNIST_SHAPE
 
 __all__ = [
     "MNIST_CLASSIFIERS",
@@ -68,7 +69,7 @@ def grid_scores(x: Tensor, classifiers: Sequence[str] = MNIST_CLASSIFIERS) -> di
     return {f"grid_{k}": v for k, v in score_images(x[:100], classifiers, n_splits=1).items() if "std" not in k}
 
 
-def read_grid(path: str | Path, rows: int = 10, cols: int = 10, tile: int = 28, pad: int = 0) -> Tensor:
+def read_grid(path: str | Path, rows: int = 10, cols: int = 10, tile: int = MNIST_SHAPE[-1], pad: int = 0) -> Tensor:
     """The ``rows x cols`` images of a grey (or RGB/RGBA, averaged) PNG grid of ``tile``-pixel
     tiles separated by ``pad`` pixels, as (rows * cols, tile * tile) floats in [0, 1], row by row."""
     from PIL import Image, UnidentifiedImageError
@@ -99,7 +100,7 @@ def generated_images(G: Any, n: int, seed: int = 0, batch_size: int = 1000) -> T
     statistics sees batches of that size). A class-conditional generator (one with
     ``n_classes``) is given image k the label ``(k // n_classes) % n_classes``: every class
     equally often, and each 10 x 10 block of images, shown as a grid, one class per row."""
-    from steinebm.models.mnist_nets import uniform_noise
+    from steinebm.models.common import uniform_noise
 
     device = next(G.parameters()).device
     rng = torch.Generator().manual_seed(seed)
@@ -124,7 +125,8 @@ def classifier_features(x: Tensor, classifier: str, batch_size: int = 1000) -> T
     model: Any = load_classifier(classifier)
     head = model.head[:-1]  # everything but the final linear layer to the logits
     out = [
-        head(model.features(x[k : k + batch_size].reshape(-1, 1, 28, 28).float())) for k in range(0, len(x), batch_size)
+        head(model.features(x[k : k + batch_size].reshape(-1, *MNIST_SHAPE).float()))
+        for k in range(0, len(x), batch_size)
     ]
     return torch.cat(out).double()
 

@@ -7,6 +7,7 @@ and one update), and :mod:`steinebm.learners.registry` names each for the config
 
 from steinebm.learners.base import Learner
 from steinebm.learners.cd import CD
+from steinebm.learners.dcgan import DCGANLoss
 from steinebm.learners.rules import (
     AlternatingSteinGANRule,
     AmortizedSVGDRule,
@@ -18,7 +19,7 @@ from steinebm.learners.rules import (
 )
 from steinebm.learners.score_matching import HyvarinenScoreMatching, SteinScoreMatching
 from steinebm.learners.steincd import SteinCD, SymmetricSteinCD
-from steinebm.learners.steingan import AlternatingSchedule, AmortizedSVGD, DCGANLoss, SteinGAN
+from steinebm.learners.steingan import AlternatingSchedule, AmortizedSVGD, SteinGAN
 
 __all__ = [
     "Learner",

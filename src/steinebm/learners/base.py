@@ -7,6 +7,8 @@ from torch import Tensor, nn
 
 from steinebm.core.distributed import SINGLE, Ranks
 
+__all__ = ["Learner", "Stat", "contrastive_loss", "stacked_batch", "stacked_contrastive_loss"]
+
 # A number for the log: a Python float, or a 0-d tensor that stays on its device until the loop
 # writes a log line (reading it at every step would stall a GPU step on the host).
 Stat = float | Tensor

@@ -8,6 +8,8 @@ from torch import Tensor, nn
 from steinebm.core.samplers import langevin
 from steinebm.learners.base import Learner, Stat, stacked_batch, stacked_contrastive_loss
 
+__all__ = ["CD"]
+
 
 class CD(Learner):
     """CD-k: negatives are k Langevin steps from the data batch (Eq. 10-11).

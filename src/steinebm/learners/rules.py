@@ -30,7 +30,8 @@ from torch import Tensor, nn
 from steinebm.core.distributed import SINGLE, Ranks
 from steinebm.errors import DivergenceError, UserError
 from steinebm.learners.base import Learner, Stat
-from steinebm.learners.steingan import AlternatingSchedule, AmortizedSVGD, DCGANLoss, SteinGAN
+from steinebm.learners.dcgan import DCGANLoss
+from steinebm.learners.steingan import AlternatingSchedule, AmortizedSVGD, SteinGAN
 
 __all__ = [
     "Rule",
@@ -45,6 +46,7 @@ __all__ = [
     "DCGANRule",
     "apply_update",
     "lr_scaled",
+    "labelled",
 ]
 
 StepOut = tuple[Tensor, dict[str, Stat]]  # (the step's loss, numbers for the log)

@@ -10,6 +10,8 @@ from steinebm.core.score import score
 from steinebm.core.svgd import Normalize, svgd_direction
 from steinebm.learners.base import Learner, Stat
 
+__all__ = ["SteinScoreMatching", "HyvarinenScoreMatching"]
+
 
 class SteinScoreMatching(Learner):
     """Stein score matching: ``theta <- theta - mu E[grad_theta grad_x f(x; theta) phi(x)]`` (Eq. 15).

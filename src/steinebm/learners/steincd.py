@@ -10,6 +10,8 @@ from steinebm.core.score import score
 from steinebm.core.svgd import Normalize, svgd_direction
 from steinebm.learners.base import Learner, Stat, contrastive_loss, stacked_batch, stacked_contrastive_loss
 
+__all__ = ["SteinCD", "SymmetricSteinCD"]
+
 
 class SteinCD(Learner):
     """SteinCD: the negatives are one SVGD step from the data, ``x- = x+ + eps phi(x+)``.

@@ -1,12 +1,12 @@
 """Amortized SVGD (Eq. 21), Amortized MLE / SteinGAN (Algorithm 2) with the stabilisation of
-Section 5.2, SteinCD-GAN(alpha), and the DCGAN baseline's losses."""
+Section 5.2, and SteinCD-GAN(alpha). The DCGAN baseline's losses are in
+:mod:`steinebm.learners.dcgan`."""
 
 from __future__ import annotations
 
 import functools
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from steinebm.core.distributed import SINGLE, Ranks
@@ -16,7 +16,7 @@ from steinebm.core.svgd import Normalize, amortized_svgd_loss, svgd_direction
 from steinebm.learners.base import Stat
 from steinebm.learners.steincd import SteinCD
 
-__all__ = ["AmortizedSVGD", "SteinGAN", "DCGANLoss", "AlternatingSchedule"]
+__all__ = ["AmortizedSVGD", "SteinGAN", "AlternatingSchedule"]
 
 
 class AmortizedSVGD:
@@ -226,17 +226,3 @@ class AlternatingSchedule(nn.Module):
             n += 2 - n % 2
         self.updates.fill_(n)
         self.real_higher.fill_(cost_real > cost_gen)
-
-
-class DCGANLoss:
-    """The DCGAN baseline (non-saturating GAN losses on a discriminator's logits)."""
-
-    @staticmethod
-    def discriminator_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + F.binary_cross_entropy_with_logits(
-            d_fake, torch.zeros_like(d_fake)
-        )
-
-    @staticmethod
-    def generator_loss(d_fake: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))

@@ -6,7 +6,7 @@ All images are in [0, 1] (the project's convention): the decoder and the generat
 sigmoid. Every network follows the DCGAN guidelines (Radford et al., 2015): stride-2 5 x 5
 convolutions instead of pooling, BatchNorm everywhere but the discriminator's / encoder's
 input layer and the output layers, LeakyReLU(0.2) going down, ReLU going up, and the paper's
-N(0, 0.02) initialisation (:func:`~steinebm.models.mnist_nets.init_normal_002`). A layer followed by
+N(0, 0.02) initialisation (:func:`~steinebm.models.common.init_normal_002`). A layer followed by
 BatchNorm has no bias (the BatchNorm shift takes its place).
 
 Widths follow the DCGAN reference code (``ngf = ndf = 128``), so the discriminator has about 17M
@@ -24,14 +24,13 @@ torch.Size([2])
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from steinebm.models.mnist_nets import LabelSampler, count_parameters, init_normal_002, uniform_noise
+from steinebm.models.common import LabelSampler, init_normal_002, seeded, uniform_noise
 
 __all__ = [
     "IMAGE_SIZES",
@@ -41,7 +40,6 @@ __all__ = [
     "ConditionalDCGANGenerator",
     "DCGANDiscriminator",
     "ConditionalDCGANDiscriminator",
-    "count_parameters",
 ]
 
 IMAGE_SIZES = (32, 64)
@@ -59,19 +57,6 @@ def _check_positive(**values: int) -> None:
     for name, v in values.items():
         if v < 1:
             raise ValueError(f"{name} must be >= 1, got {v}")
-
-
-@contextmanager
-def _seeded(generator: torch.Generator | None) -> Iterator[None]:
-    """Builds and initialises a network from ``generator``'s stream: the layers' default init
-    and the N(0, 0.02) one run on a forked global RNG seeded from it, so the global stream is
-    left as it was. Without a generator they draw from (and advance) the global stream."""
-    if generator is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-        yield
 
 
 def _up_stack(top: int, width: int, channels: int, n: int) -> list[nn.Module]:
@@ -149,7 +134,7 @@ class DCGANEncoder(_ImageModule):
         _check_positive(channels=channels, code_dim=code_dim, width=width)
         self.image_size, self.channels, self.code_dim, self.width = image_size, channels, code_dim, width
         top = width * 2 ** (n - 1)
-        with _seeded(generator):  # every layer is built, so initialised, inside
+        with seeded(generator):  # every layer is built, so initialised, inside
             head: list[nn.Module] = (
                 [nn.Conv2d(top, code_dim, 4, bias=False), nn.BatchNorm2d(code_dim), nn.ReLU(inplace=True)]
                 if code_norm
@@ -187,7 +172,7 @@ class DCGANDecoder(_ImageModule):
         _check_positive(channels=channels, code_dim=code_dim, width=width)
         self.image_size, self.channels, self.code_dim, self.width = image_size, channels, code_dim, width
         top = width * 2 ** (n - 1)
-        with _seeded(generator):
+        with seeded(generator):
             self.net = nn.Sequential(
                 nn.ConvTranspose2d(code_dim, top, 4, bias=False),  # m top 4 4
                 nn.BatchNorm2d(top),
@@ -227,7 +212,7 @@ class DCGANGenerator(_ImageModule):
         self.image_size, self.channels, self.noise_dim, self.ngf = image_size, channels, noise_dim, ngf
         self.top = ngf * 2 ** (n - 1)
         in_dim = noise_dim if in_dim is None else in_dim
-        with _seeded(generator):
+        with seeded(generator):
             self.fc = nn.Sequential(
                 nn.Linear(in_dim, self.top * 16, bias=False),  # m top*16
                 nn.BatchNorm1d(self.top * 16),
@@ -324,7 +309,7 @@ class DCGANDiscriminator(_ImageModule):
         self.image_size, self.channels, self.ndf, self.n_layers = image_size, channels, ndf, n_layers
         side = image_size >> n_layers  # 2 for 32 px, 4 for 64 px with 4 layers
         top = ndf * 2 ** (n_layers - 1)
-        with _seeded(generator):
+        with seeded(generator):
             self.net = nn.Sequential(
                 *_down_stack(channels, ndf, n_layers),  # m top side side
                 nn.Flatten(),  # m top*side*side

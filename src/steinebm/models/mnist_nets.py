@@ -1,10 +1,10 @@
-"""Generators G(xi; eta) that amortize sampling (Section 4), and the DCGAN baseline's
-discriminator. Any ``nn.Module`` mapping noise (m, noise_dim) to samples works as a generator;
-it only needs ``noise_dim`` and, optionally, ``sample_noise``."""
+"""The MNIST networks: the authors' generator G(xi; eta) that amortizes sampling (Section 4), its
+class-conditional form, and the DCGAN baseline's discriminators for 28 x 28 images. What they
+share with the DCGAN networks (the noise prior, the initialisation, the label sampler, drawing
+samples) is in :mod:`steinebm.models.common`."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,82 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from steinebm.models.common import LabelSampler, init_seeded, uniform_noise
+from steinebm.shapes import MNIST_SHAPE
+
 __all__ = [
     "MNISTGenerator",
     "MNISTDiscriminator",
     "MNISTConditionalGenerator",
     "MNISTConditionalDiscriminator",
-    "LabelSampler",
-    "uniform_noise",
-    "init_normal_002",
-    "count_parameters",
-    "draw_samples",
-    "latent_walk",
 ]
-
-
-def uniform_noise(
-    m: int, dim: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
-) -> Tensor:
-    """xi ~ U(-1, 1)^dim, (m, dim): the paper's noise prior."""
-    return torch.rand(m, dim, generator=generator, device=device) * 2.0 - 1.0
-
-
-def init_normal_002(module: nn.Module) -> None:
-    """Weights N(0, 0.02) (Section 5.2), BatchNorm scales N(1, 0.02), biases 0."""
-    for mod in module.modules():
-        if isinstance(mod, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(mod.weight, 0.0, 0.02)
-            if mod.bias is not None:
-                nn.init.zeros_(mod.bias)
-        elif isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)) and mod.affine:
-            nn.init.normal_(mod.weight, 1.0, 0.02)
-            nn.init.zeros_(mod.bias)
-
-
-def count_parameters(module: nn.Module) -> int:
-    """The number of parameter values of ``module`` (trainable or not), as Table 1 counts them."""
-    return sum(p.numel() for p in module.parameters())
-
-
-class LabelSampler(nn.Module):
-    """Labels for a class-conditional generator, drawn "according to the empirical counts in
-    the dataset" (Section 5.2): ``class_probs`` is a buffer (saved with the model), uniform until
-    :meth:`set_class_counts` is given the training set's counts."""
-
-    class_probs: Tensor
-    n_classes: int
-
-    def _init_labels(self, n_classes: int, class_counts: Sequence[float] | Tensor | None = None) -> None:
-        if n_classes < 1:
-            raise ValueError(f"n_classes must be positive, got {n_classes}")
-        self.n_classes = n_classes
-        self.register_buffer("class_probs", torch.full((n_classes,), 1.0 / n_classes))
-        if class_counts is not None:
-            self.set_class_counts(class_counts)
-
-    def _device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    def set_class_counts(self, class_counts: Sequence[float] | Tensor) -> None:
-        """Draw labels with frequencies proportional to ``class_counts`` (length n_classes)."""
-        c = torch.as_tensor(class_counts, dtype=torch.float64).flatten()
-        if c.numel() != self.n_classes or not bool((c >= 0).all()) or not float(c.sum()) > 0:
-            raise ValueError(f"class_counts must be {self.n_classes} non-negative numbers, not all 0")
-        self.class_probs.copy_((c / c.sum()).to(self.class_probs))
-
-    def sample_labels(self, m: int, generator: torch.Generator | None = None) -> Tensor:
-        """y ~ class_probs, (m,) int64 on the generator's device (drawn on ``generator``'s device)."""
-        gdev = generator.device if generator is not None else torch.device("cpu")
-        probs = self.class_probs.detach().to(gdev, torch.float64)
-        y = torch.multinomial(probs, m, replacement=True, generator=generator)
-        return y.to(self._device())
-
-    def one_hot(self, y: Tensor, dtype: torch.dtype) -> Tensor:
-        """Integer labels (m,) as one-hot rows (m, n_classes); float labels pass as they are."""
-        if y.dim() == 1:
-            y = F.one_hot(y.long(), self.n_classes)
-        return y.to(dtype)
 
 
 class MNISTGenerator(nn.Module):
@@ -138,7 +71,7 @@ class MNISTGenerator(nn.Module):
             nn.ConvTranspose2d(64, 1, 5, stride=2, padding=2, output_padding=1, bias=bias),  # m 1 28 28
             nn.Sigmoid(),
         )
-        _init_seeded(self, generator)
+        init_seeded(self, generator)
 
     def sample_noise(self, m: int, generator: torch.Generator | None = None) -> Tensor:
         device = next(self.parameters()).device
@@ -167,10 +100,10 @@ class MNISTDiscriminator(nn.Module):
             nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(1024, 1),  # m 1
         )
-        _init_seeded(self, generator)
+        init_seeded(self, generator)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.reshape(-1, 1, 28, 28)).squeeze(1)
+        return self.net(x.reshape(-1, *MNIST_SHAPE)).squeeze(1)
 
 
 def _mnist_bn(batchnorm: str, bn_stats: str, bn_eps: float) -> dict[str, Any]:
@@ -180,13 +113,6 @@ def _mnist_bn(batchnorm: str, bn_stats: str, bn_eps: float) -> dict[str, Any]:
         raise ValueError(f"bn_stats must be 'running' or 'batch', got {bn_stats!r}")
     # without running statistics a BatchNorm uses the batch's own in eval mode too
     return dict(eps=bn_eps, affine=batchnorm == "affine", track_running_stats=bn_stats == "running")
-
-
-def _init_seeded(module: nn.Module, generator: torch.Generator | None) -> None:
-    with torch.random.fork_rng(devices=[]):
-        if generator is not None:
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-        init_normal_002(module)
 
 
 class MNISTConditionalGenerator(LabelSampler):
@@ -236,7 +162,7 @@ class MNISTConditionalGenerator(LabelSampler):
         )
         self.up2 = nn.ConvTranspose2d(64 + K, 1, 5, stride=2, padding=2, output_padding=1, bias=bias)
         self._init_labels(n_classes, class_counts)
-        _init_seeded(self, generator)
+        init_seeded(self, generator)
 
     def sample_noise(self, m: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """The pair (xi, y): xi ~ U(-1, 1)^noise_dim (m, noise_dim), y ~ class_probs (m,)."""
@@ -277,51 +203,13 @@ class MNISTConditionalDiscriminator(nn.Module):
         )  # m 128 7 7
         self.fc = nn.Sequential(nn.Linear(128 * 7 * 7 + K, 1024), nn.BatchNorm1d(1024), nn.LeakyReLU(0.2))  # m 1024
         self.out = nn.Linear(1024 + K, 1)  # m 1
-        _init_seeded(self, generator)
+        init_seeded(self, generator)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         if y.dim() == 1:
             y = F.one_hot(y.long(), self.n_classes)
         y = y.to(x.dtype)
-        h = self.conv1(_with_planes(x.reshape(-1, 1, 28, 28), y))
+        h = self.conv1(_with_planes(x.reshape(-1, *MNIST_SHAPE), y))
         h = self.conv2(_with_planes(h, y)).flatten(1)
         h = self.fc(torch.cat([h, y], 1))
         return self.out(torch.cat([h, y], 1)).squeeze(1)
-
-
-@torch.no_grad()
-def draw_samples(G: nn.Module, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, int]:
-    """``n`` images from a generator, and a grid width. A class-conditional generator (one with
-    ``n_classes``) draws ``n // n_classes`` images of each class, class by class, so a grid of
-    that width shows one class per row."""
-    gen: Any = G
-    device = next(G.parameters()).device
-    n_classes = getattr(G, "n_classes", 0)
-    if n_classes:
-        per = max(1, n // n_classes)
-        y = torch.arange(n_classes).repeat_interleave(per).to(device)
-        xi = uniform_noise(len(y), gen.noise_dim, generator).to(device)
-        return gen(xi, y), per
-    xi = uniform_noise(n, gen.noise_dim, generator).to(device)
-    return gen(xi), max(1, int(math.ceil(math.sqrt(n))))
-
-
-@torch.no_grad()
-def latent_walk(
-    G: nn.Module, steps: int, step_size: float = 0.01, n_chains: int = 1, generator: torch.Generator | None = None
-) -> Tensor:
-    """Images along random walks in the noise space, ``xi <- xi + step_size * U(-1, 1)``
-    (Section 5.2's check that the generator's output moves smoothly), (steps, n_chains, ...).
-    A conditional generator keeps one random label per chain."""
-    gen: Any = G
-    device = next(G.parameters()).device
-    xi = uniform_noise(n_chains, gen.noise_dim, generator)
-    y = None
-    if getattr(G, "n_classes", 0):
-        y = torch.randint(0, gen.n_classes, (n_chains,), generator=generator).to(device)
-    frames = []
-    for _ in range(steps):
-        x = gen(xi.to(device), y) if y is not None else gen(xi.to(device))
-        frames.append(x.cpu())
-        xi = xi + step_size * uniform_noise(n_chains, gen.noise_dim, generator)
-    return torch.stack(frames)

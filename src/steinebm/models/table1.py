@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
+from steinebm.models.common import count_parameters
 from steinebm.models.dcgan_nets import ConditionalDCGANGenerator, DCGANDiscriminator, DCGANGenerator
 from steinebm.models.energies.autoencoder import AutoencoderEnergy
 from steinebm.models.energies.joint import JointAutoencoderEnergy
-from steinebm.models.mnist_nets import count_parameters
 
 __all__ = ["table1_parameter_counts"]
 

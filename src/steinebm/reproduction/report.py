@@ -29,7 +29,7 @@ import yaml
 
 from steinebm.engine.runlog import read_log
 from steinebm.engine.settings import differing_keys, read_values
-from steinebm.errors import UserError
+from steinebm.errors import UserError, first_line
 from steinebm.naming import slug
 from steinebm.reproduction.document import (
     Page,
@@ -49,6 +49,8 @@ __all__ = [
     "collect_units",
     "config_differences",
     "curve_panels",
+    "curves_png",
+    "fresh_samples",
     "read_log",
     "render_report",
     "write_report",
@@ -120,7 +122,7 @@ def _read_config(path: Path) -> dict[str, Any] | None:
     try:
         cfg = yaml.safe_load(p.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise UserError(f"cannot read {p} ({str(e).splitlines()[0][:200]}): restore it") from None
+        raise UserError(f"cannot read {p} ({first_line(e)[:200]}): restore it") from None
     if not isinstance(cfg, dict):
         raise UserError(f"{p} is not a steinebm config (a YAML mapping): restore it")
     return cfg
@@ -338,13 +340,9 @@ def curves_png(records: list[dict[str, Any]], title: str) -> bytes | None:
 def _grid_png(images: Any, image_shape: Sequence[int], nrow: int | None, scale: int = 2) -> bytes:
     """The same grid as ``steinebm sample`` writes (grids.save_image_grid), kept in memory:
     the report never writes into a run folder."""
-    from PIL import Image
+    from steinebm.grids import grid_picture
 
-    from steinebm.grids import image_grid
-
-    img = Image.fromarray(image_grid(images, image_shape, nrow))
-    if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    img = grid_picture(images, image_shape, nrow, scale)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
@@ -361,7 +359,7 @@ def fresh_samples(run: Run, n: int, gibbs_steps: int, seed: int) -> tuple[bytes 
 
     from steinebm.engine.build import load, load_generator
     from steinebm.engine.checkpoint import load_checkpoint
-    from steinebm.models.mnist_nets import draw_samples
+    from steinebm.models.common import draw_samples
 
     ck = load_checkpoint(run.path)
     shape = ck.get("image_shape") or MNIST_SHAPE

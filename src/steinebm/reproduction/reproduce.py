@@ -43,6 +43,35 @@ from steinebm.evaluation.likelihood import (
 from steinebm.models.energies import GaussianBernoulliRBM
 from steinebm.naming import slug
 from steinebm.reproduction.document import Block, claims_table, image_cell, page, table, text, write_page
+from steinebm.shapes import MNIST_SHAPE
+
+__all__ = [
+    "run_many",
+    "baseline_log_likelihood",
+    "fig1a",
+    "fig1a_document",
+    "demo",
+    "demo_reference_note",
+    "fig1b",
+    "fig1b_curves",
+    "fig1b_document",
+    "diversity_scores",
+    "generator_scores",
+    "cached_generator_scores",
+    "parameter_counts",
+    "sample_grid",
+    "grid_cells",
+    "fig1cd",
+    "fig1cd_document",
+    "FIG1A_METHODS",
+    "FIG1A_SWEEP",
+    "PAPER_FIG1A",
+    "DEMO_EPOCHS",
+    "DEMO_SETTINGS",
+    "FIG1B_ALPHAS",
+    "STEINGAN_RBM",
+    "PAPER_FIG1",
+]
 
 # Figure 1(a)'s rules, each run from its shipped preset (configs/fig1a-*.yaml), the one source of
 # its settings; the reproduction sets only the data, the length, the seed and the folder
@@ -456,7 +485,7 @@ def generator_scores(
     device sees the same draws."""
     from steinebm.engine.build import load_generator
     from steinebm.evaluation.classifiers import inception_score, load_classifier, mode_coverage
-    from steinebm.models.mnist_nets import uniform_noise
+    from steinebm.models.common import uniform_noise
 
     G: Any = (generator if generator is not None else load_generator(run_dir)).to(device)
     rng = torch.Generator().manual_seed(seed)
@@ -613,7 +642,8 @@ def fig1b_curves(fig1b_dir: str | Path, path: str | Path | None = None) -> Path:
 
 def parameter_counts(dim: int) -> dict[str, int]:
     """Trainable parameters of the networks Figure 1(b) compares."""
-    from steinebm.models.mnist_nets import MNISTDiscriminator, MNISTGenerator, count_parameters
+    from steinebm.models.common import count_parameters
+    from steinebm.models.mnist_nets import MNISTDiscriminator, MNISTGenerator
 
     return {
         "rbm": count_parameters(GaussianBernoulliRBM(dim, Config().n_hidden)),
@@ -734,7 +764,7 @@ def _sample_grid(
     G: Any = generator if generator is not None else load_generator(run_dir)
     with torch.no_grad():
         x = G(G.sample_noise(n, torch.Generator().manual_seed(seed)))
-    return save_image_grid(x, path, (1, 28, 28), nrow=10), x.reshape(n, -1)
+    return save_image_grid(x, path, MNIST_SHAPE, nrow=10), x.reshape(n, -1)
 
 
 def grid_cells(scores: dict[str, float]) -> list[str]:

@@ -23,6 +23,8 @@ from steinebm.naming import slug
 from steinebm.reproduction.document import page, strong, table, text, write_page
 from steinebm.reproduction.reproduce import PAPER_FIG1, _mnist_only, grid_cells, run_many
 
+__all__ = ["fig1c_length", "fig1c_ablation", "hais_verdict", "hais_table", "LENGTH_RUNS", "RECIPE_ABLATIONS"]
+
 # Figure 1(c) against training length: our default SteinGAN-RBM and the authors' recipe
 
 LENGTH_RUNS = {"default": "fig1-steingan", "authors' recipe": "fig1-steingan-authors"}

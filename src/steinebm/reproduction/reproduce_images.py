@@ -28,6 +28,9 @@ from steinebm.engine.config import Config
 from steinebm.errors import UserError
 from steinebm.naming import slug
 from steinebm.reproduction.document import Block, claims_table, images, page, table, text, write_page
+from steinebm.shapes import CIFAR_SHAPE
+
+__all__ = ["fig2", "fig2_config", "fig2_document", "labelled_samples", "PAPER_FIG2", "FIG2_VARIANTS", "FIG2_SCALES"]
 
 # The paper's Figure 2 (inception scores under the ImageNet Inception network; accuracies of a
 # ResNet trained on 50,000 images and tested on the real test set).
@@ -95,7 +98,7 @@ def labelled_samples(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` images from a conditional generator (``generator``, else the run's), ``n / 10`` of
     each class (labels in order)."""
-    from steinebm.models.mnist_nets import uniform_noise
+    from steinebm.models.common import uniform_noise
 
     G: Any = (generator if generator is not None else load_generator(run_dir)).to(device)
     if not getattr(G, "n_classes", 0):
@@ -131,7 +134,7 @@ def fig2(
     the column says so and the rest is measured as usual."""
     from steinebm.evaluation.transfer import duplicate_baseline
     from steinebm.grids import save_image_grid
-    from steinebm.models.mnist_nets import count_parameters, draw_samples
+    from steinebm.models.common import count_parameters, draw_samples
     from steinebm.reproduction.reproduce import run_many
 
     if scale not in FIG2_SCALES:
@@ -184,7 +187,7 @@ def fig2(
         log(f"fig2: scoring {name} ({len(x)} images)")
         is_mean, is_std = inception_score(x, classifier="cifar10")
         acc = train_on_images_accuracy(
-            x, y, data.test.x, data.test.y, image_shape=(3, 32, 32), seed=seed, device=device, **sc["transfer"]
+            x, y, data.test.x, data.test.y, image_shape=CIFAR_SHAPE, seed=seed, device=device, **sc["transfer"]
         )
         result = {"key": key, "is_mean": is_mean, "is_std": is_std, "accuracy": acc, "n_images": len(x)}
         result.update(fid_of(x))

@@ -30,6 +30,7 @@ from steinebm.engine.config import Config
 from steinebm.errors import UserError
 from steinebm.naming import slug
 from steinebm.reproduction.document import Block, claims_table, image_cell, page, table, text, write_page
+from steinebm.shapes import MNIST_SHAPE
 
 __all__ = ["JOINT_RUNS", "TRANSFER_DEPTHS", "mnist_joint", "mnist_joint_document", "conditional_images"]
 
@@ -47,7 +48,7 @@ GRID_ROWS, GRID_COLS = 10, 20  # the authors' mnist_samples.png: a row of 20 per
 def conditional_images(G: Any, labels: Tensor, seed: int = 0, batch_size: int = 1000) -> Tensor:
     """Images (n, 784) of a class-conditional generator for the given labels (n,), from seeded
     noise drawn on the CPU, in batches of ``batch_size`` (its BatchNorm may use batch statistics)."""
-    from steinebm.models.mnist_nets import uniform_noise
+    from steinebm.models.common import uniform_noise
 
     device = next(G.parameters()).device
     rng = torch.Generator().manual_seed(seed)
@@ -104,7 +105,7 @@ def _transfer(x: Tensor, y: Tensor, test: Any, blocks: int, epochs: int, device:
     return train_on_images_accuracy(
         x, y, test.x, test.y, epochs=epochs, batch_size=128, lr=0.1, seed=0, device=device,
         augment=False,  # crops and left-right flips change what a digit is
-        image_shape=(1, 28, 28), num_classes=10, blocks=blocks,
+        image_shape=MNIST_SHAPE, num_classes=10, blocks=blocks,
     )  # fmt: skip
 
 
@@ -173,7 +174,7 @@ def mnist_joint(
         log(f"mnist-joint: judging {name}")
         rows[name] = _judge(x, y, data.test, fid_samples, transfer_images, transfer_epochs, log, name, device)
         grid = conditional_images(G, grid_y, seed=1, batch_size=len(grid_y))
-        png = save_image_grid(grid, out / f"mnist-joint-{slug(name)}.png", (1, 28, 28), nrow=GRID_COLS)
+        png = save_image_grid(grid, out / f"mnist-joint-{slug(name)}.png", MNIST_SHAPE, nrow=GRID_COLS)
         rows[name]["grid"] = png.name
         rows[name].update({f"grid_{k}": v for k, v in score_images(grid, n_splits=1).items() if "std" not in k})
     n_real = min(is_samples, len(data.train.x))

@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from steinebm.models.dcgan_nets import _seeded
+from steinebm.models.common import init_normal_002, seeded
 from steinebm.models.energies.autoencoder import DEFAULT_WIDTH, AutoencoderEnergy, reconstruction_norm
 from steinebm.models.energies.mnist_autoencoder import MNISTTiedDecoder, MNISTTiedEncoder
-from steinebm.models.mnist_nets import init_normal_002
 from steinebm.shapes import MNIST_SHAPE
 
 __all__ = ["JointAutoencoderEnergy", "LabelledEnergy", "cross_entropy"]
@@ -94,7 +93,7 @@ class JointAutoencoderEnergy(nn.Module):
         self.n_classes, self.margin, self.code_dim = n_classes, margin, int(p)
         self.head_dropout = float(head_dropout)
         self.autoencoder = AutoencoderEnergy(encoder, decoder, image_shape, input_dropout)
-        with _seeded(generator):
+        with seeded(generator):
             self.head = nn.Linear(self.code_dim, n_classes)  # m n_classes
             init_normal_002(self.head)
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from steinebm.models.mnist_nets import _init_seeded
+from steinebm.models.common import init_seeded
 from steinebm.shapes import MNIST_SHAPE
 
 __all__ = ["MNISTTiedEncoder", "MNISTTiedDecoder"]
@@ -42,10 +42,10 @@ class MNISTTiedEncoder(nn.Module):
         self.bn2 = _bn(2 * width, True, 2)
         self.fc = nn.Linear(2 * width * 49, code_dim, bias=False)  # m code
         self.bn_fc = _bn(code_dim, False, 1)
-        _init_seeded(self, generator)
+        init_seeded(self, generator)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.relu(self.conv1(x.reshape(-1, 1, 28, 28)))
+        h = F.relu(self.conv1(x.reshape(-1, *MNIST_SHAPE)))
         h = F.relu(self.bn2(self.conv2(h)))
         return F.relu(self.bn_fc(self.fc(h.flatten(1))))
 
@@ -70,7 +70,7 @@ class MNISTTiedDecoder(nn.Module):
         self._encoder = (encoder,)  # a tuple: not a submodule, its weights are counted once
         self.bn_fc = _bn(2 * encoder.width * 49, False, 1)
         self.bn1 = _bn(encoder.width, True, 2)
-        _init_seeded(self, generator)  # the scale N(1, 0.02), the shift 0
+        init_seeded(self, generator)  # the scale N(1, 0.02), the shift 0
 
     def forward(self, z: Tensor) -> Tensor:
         enc = self._encoder[0]

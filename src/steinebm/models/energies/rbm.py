@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+__all__ = ["GaussianBernoulliRBM"]
+
 
 def _negative_energy(x: Tensor, B: Tensor, b: Tensor, c: Tensor) -> Tensor:
     z = torch.addmm(c, x, B)  # m l
