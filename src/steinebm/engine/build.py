@@ -19,7 +19,7 @@ from steinebm.engine.checkpoint import (
 )
 from steinebm.engine.config import Config
 from steinebm.engine.config_file import from_dict
-from steinebm.errors import UserError
+from steinebm.errors import UserError, first_line
 from steinebm.learners import Learner
 from steinebm.learners.registry import RuleContext, rule_entry, trains_generator
 from steinebm.learners.rules import Rule
@@ -40,6 +40,18 @@ from steinebm.models.mnist_nets import (
     MNISTGenerator,
 )
 from steinebm.shapes import MNIST_SHAPE
+
+__all__ = [
+    "N_CLASSES",
+    "build_kernel",
+    "load_config_dataset",
+    "build_learner",
+    "build_model",
+    "build_generator",
+    "build_parts",
+    "load",
+    "load_generator",
+]
 
 
 def build_kernel(cfg: Config, name: str | None = None, model: nn.Module | None = None) -> Kernel:
@@ -257,5 +269,5 @@ def _restore(module: nn.Module, ck: dict[str, Any], key: str, run_dir: str | Pat
     try:
         module.load_state_dict(ck[key])
     except (RuntimeError, KeyError) as e:
-        raise UserError(f"checkpoint in {run_dir} does not match its config ({str(e).splitlines()[0]})") from None
+        raise UserError(f"checkpoint in {run_dir} does not match its config ({first_line(e)})") from None
     return module.eval()

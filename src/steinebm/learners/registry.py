@@ -53,7 +53,7 @@ from torch import nn
 
 from steinebm.core.distributed import Ranks
 from steinebm.core.kernels import Kernel
-from steinebm.errors import ConfigError, UserError
+from steinebm.errors import ConfigError, UserError, first_line
 from steinebm.learners.base import Learner
 from steinebm.learners.cd import CD
 from steinebm.learners.rules import (
@@ -226,7 +226,7 @@ def load_plugins() -> None:
             importlib.import_module(module)
         except Exception as e:  # any failure of a user's module is its own one-line error
             _LOADED.discard(module)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise UserError(f"{PLUGINS_VARIABLE} names {module!r}, which failed to import ({first})") from None
 
 
