@@ -67,8 +67,9 @@ __all__ = [
     "fig1a_rule",
     "FIG1A_SWEEP",
     "PAPER_FIG1A",
-    "DEMO_EPOCHS",
-    "DEMO_SETTINGS",
+    "DEMO_PRESETS",
+    "demo_settings",
+    "demo_epochs",
     "FIG1B_ALPHAS",
     "STEINGAN_RBM",
     "PAPER_FIG1",
@@ -382,20 +383,33 @@ def fig1a_document(summary: dict[str, Any], reference_note: str | None = None) -
     return blocks
 
 
-DEMO_EPOCHS = 30
-# Each rule's setting in the demo: the one with the best final validation log-likelihood in
-# Figure 1(a)'s sweep run at the demo's scale (embedded subset, 30 epochs, seed 0), by
-# `steinebm reproduce fig1a --dataset mnist-embedded --epochs 30 --seeds 1` (docs/results.md).
-# The full experiment's settings (chosen for 20 epochs of 500 steps) do not carry over: in 1,500
-# steps the Stein rules at its learning rate of 3e-3 end between 0.25 nats below and 0.16 above
-# the reference row, and its default ones (lr 3e-4) about 50 nats below it.
-DEMO_SETTINGS: dict[str, dict[str, Any]] = {
-    "CD-1": {"langevin_step": 3.0, "lr": 3e-4},
-    "CD-10": {"langevin_step": 3.0, "lr": 3e-3},
-    "SteinCD": {"epsilon": 1.0, "lr": 1e-2},
-    "Symmetric SteinCD": {"epsilon": 1.0, "lr": 1e-2},
-    "Stein score matching": {"lr": 1e-2},
+# Each rule's setting in the demo is its preset, configs/demo-*.yaml (the one source of it): the
+# setting with the best final validation log-likelihood in Figure 1(a)'s sweep run at the demo's
+# scale (embedded subset, 30 epochs, seed 0), by `steinebm reproduce fig1a --dataset
+# mnist-embedded --epochs 30 --seeds 1` (docs/results.md). The full experiment's settings (chosen
+# for 20 epochs of 500 steps) do not carry over: in 1,500 steps the Stein rules at its learning
+# rate of 3e-3 end between 0.25 nats below and 0.16 above the reference row, and its default ones
+# (lr 3e-4) about 50 nats below it.
+DEMO_PRESETS: dict[str, str] = {
+    "CD-1": "demo-cd1",
+    "CD-10": "demo-cd10",
+    "SteinCD": "demo-steincd",
+    "Symmetric SteinCD": "demo-symmetric-steincd",
+    "Stein score matching": "demo-stein-score-matching",
 }
+
+
+def demo_settings() -> dict[str, dict[str, Any]]:
+    """Each rule's demo setting: its demo preset's values of the keys Figure 1(a) sweeps."""
+    return {lab: {k: getattr(load_config(p), k) for k in FIG1A_SWEEP[lab]} for lab, p in DEMO_PRESETS.items()}
+
+
+def demo_epochs() -> int:
+    """The demo's length, as its presets set it (the same in each)."""
+    lengths = {load_config(p).epochs for p in DEMO_PRESETS.values()}
+    if len(lengths) != 1:
+        raise UserError(f"the demo presets disagree on epochs ({sorted(lengths)}): give them one length")
+    return lengths.pop()
 
 
 def demo_reference_note(summary: dict[str, Any]) -> str:
@@ -414,23 +428,24 @@ def demo_reference_note(summary: dict[str, Any]) -> str:
 
 def demo(
     out: str | Path = "runs/demo",
-    epochs: int = DEMO_EPOCHS,
+    epochs: int | None = None,
     jobs: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Figure 1(a) in miniature on the embedded MNIST subset: one seed, each rule with its
-    setting of :data:`DEMO_SETTINGS`, no sweep. Writes fig1a.png, fig1a.md (with a line on the
-    reference row) and summary.json into ``out``."""
+    """Figure 1(a) in miniature on the embedded MNIST subset: one seed, each rule with its demo
+    preset's setting (:data:`DEMO_PRESETS`), no sweep, for the presets' epochs unless ``epochs``
+    says otherwise. Writes fig1a.png, fig1a.md (with a line on the reference row) and
+    summary.json into ``out``."""
     jobs = jobs or min(2, os.cpu_count() or 1)
     summary = fig1a(
         out=out,
         dataset="mnist-embedded",
         seeds=1,
-        epochs=epochs,
+        epochs=epochs if epochs is not None else demo_epochs(),
         sweep=False,
         jobs=jobs,
         log=log,
-        settings=DEMO_SETTINGS,
+        settings=demo_settings(),
     )
     summary["reference_note"] = demo_reference_note(summary)
     write_page(Path(out), summary, page("fig1a.md", fig1a_document(summary, summary["reference_note"])))
