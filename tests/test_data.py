@@ -461,3 +461,33 @@ def test_fingerprint_is_sha256_of_the_tensors_and_sees_every_change():
         D.Dataset("a", ds.train, ds.val, ds.test, (1, 4, 1), ""),
     ]
     assert len({fp, *(D.fingerprint(c) for c in changed)}) == 5
+
+
+def test_a_download_that_cannot_be_written_is_not_retried_elsewhere(tmp_path, monkeypatch):
+    """A mirror that serves the file is not the fault when the disk refuses it: one line saying
+    what to do, and no other mirror is asked (each would fail the same way)."""
+    import urllib.request
+
+    mirror = tmp_path / "mirror"
+    shutil.copytree(SUBSET, mirror)
+    asked = []
+    real = urllib.request.urlopen
+
+    def counting(url, *a, **k):
+        asked.append(url)
+        return real(url, *a, **k)
+
+    monkeypatch.setattr(urllib.request, "urlopen", counting)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    mirrors = (mirror.as_uri() + "/", mirror.as_uri() + "/second/")
+    with pytest.raises(DataError) as failed:
+        DF._download(DI.SUBSET_FILES, blocker / "mnist", mirrors)
+    # the disk's own line, not "could not be downloaded" after trying every mirror
+    assert str(failed.value).startswith("cannot write ") and "choose another --data-dir" in str(failed.value)
+    assert "\n" not in str(failed.value) and asked == []  # not even a temporary file could be made
+    # a mirror that fails is followed by the next, which serves the file
+    dest = tmp_path / "cache"
+    DF._download(DI.SUBSET_FILES, dest, (mirror.as_uri() + "/missing/", mirror.as_uri() + "/"))
+    assert sorted(p.name for p in dest.iterdir()) == sorted(DI.SUBSET_FILES)
+    assert len(asked) == 2 * len(DI.SUBSET_FILES)

@@ -193,7 +193,7 @@ def _read_cifar_folder(
 
 def _download_cifar10(folder: Path) -> Path:
     archive = folder / "cifar-10-python.tar.gz"
-    _fetch(CIFAR10_URL, archive, CIFAR10_ARCHIVE_MD5)
+    _fetch(CIFAR10_URL, archive, CIFAR10_ARCHIVE_MD5, f": download it yourself and extract it in {folder}")
     try:
         return _safe_extract(archive, folder, CIFAR10_FOLDER, CIFAR10_FILES)
     finally:

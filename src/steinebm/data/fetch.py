@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
-from steinebm.checksums import digest, file_digest, hasher
+from steinebm.checksums import file_digest, hasher
 from steinebm.errors import DataError, first_line
 
 __all__: list[str] = []  # the loaders' own helpers: nothing here is for users to call
@@ -29,36 +29,20 @@ def _md5(path: Path) -> str:
 
 def _download(names: Mapping[str, str], folder: Path, mirrors: Sequence[str], title: str = "MNIST") -> None:
     """Fetch each of ``names`` (file name -> md5) missing from ``folder`` from the first mirror
-    that serves it with that md5. Only checked files are written; ``folder`` is created only
-    when the first one is."""
+    that serves it with that md5 (:func:`_fetch`). Only checked files are written; ``folder`` is
+    created only when the first one is."""
     for name, md5 in names.items():
         if (folder / name).exists():
             continue
         last: Exception | None = None
         for mirror in mirrors:
             try:
-                with urllib.request.urlopen(mirror + name, timeout=30) as resp:
-                    data = resp.read()
-            except Exception as e:  # no network, 404, ...
+                _fetch(mirror + name, folder / name, md5)
+            except _WriteError:
+                raise
+            except DataError as e:  # no network, 404, a wrong md5: the next mirror
                 last = e
                 continue
-            if digest(data, "md5") != md5:
-                last = DataError(f"download of {name} from {mirror} failed its md5 check")
-                continue
-            tmp = None
-            try:  # only a complete, checked file ever appears under its name; no .part is left behind
-                folder.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, folder / name)
-            except OSError as e:
-                raise DataError(
-                    f"cannot write {folder / name} ({first_line(e)}): free some space or choose another --data-dir"
-                ) from None
-            finally:
-                if tmp is not None and os.path.exists(tmp):
-                    os.unlink(tmp)
             break
         else:
             raise DataError(
@@ -77,14 +61,36 @@ def _check_md5(path: Path, md5: str) -> None:
         )
 
 
-def _fetch(url: str, dest: Path, md5: str) -> None:
-    """Download ``url`` to ``dest`` through a temporary file; keep it only if its md5 matches."""
+class _WriteError(DataError):
+    """A download that arrived but could not be written: the disk's fault, not the mirror's."""
+
+
+def _existing_ancestor(folder: Path) -> Path:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _fetch(url: str, dest: Path, md5: str, hint: str = "") -> None:
+    """Download ``url`` to ``dest``, the one downloader of the data package: streamed (with a
+    progress bar on a terminal) through a temporary file and renamed into place only once its md5
+    is ``md5``, so only a complete, checked file ever appears under its name. The temporary file
+    lies in the nearest folder that exists, and ``dest``'s folder is made only for a checked file,
+    so a failed download leaves no new folder. A download that fails (no network, 404, a wrong
+    md5) is a DataError saying why (with ``hint``); a write that fails, a :class:`_WriteError`."""
     from tqdm.auto import tqdm
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
     h = hasher("md5")
+    tmp: str | None = None
+
+    def cannot_write(e: OSError) -> _WriteError:
+        return _WriteError(f"cannot write {dest} ({first_line(e)}): free some space or choose another --data-dir")
+
     try:
+        try:
+            fd, tmp = tempfile.mkstemp(dir=_existing_ancestor(dest.parent), prefix=".steinebm-", suffix=".part")
+        except OSError as e:
+            raise cannot_write(e) from None
         with os.fdopen(fd, "wb") as fh:
             try:
                 with urllib.request.urlopen(url, timeout=60) as resp:
@@ -92,19 +98,25 @@ def _fetch(url: str, dest: Path, md5: str) -> None:
                     with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=None, leave=False) as bar:
                         for block in iter(lambda: resp.read(1 << 20), b""):
                             h.update(block)
-                            fh.write(block)
+                            try:
+                                fh.write(block)
+                            except OSError as e:
+                                raise cannot_write(e) from None
                             bar.update(len(block))
+            except _WriteError:
+                raise
             except Exception as e:  # no network, 404, timeout, ...
-                raise DataError(
-                    f"could not download {url} ({first_line(e)}): download it yourself and extract it in {dest.parent}"
-                ) from None
+                raise DataError(f"could not download {url} ({first_line(e)}){hint}") from None
         if h.hexdigest() != md5:
-            raise DataError(
-                f"download of {url} failed its md5 check (got {h.hexdigest()}, expected {md5}); try again later"
-            )
-        os.replace(tmp, dest)
+            raise DataError(f"download of {url} failed its md5 check (got {h.hexdigest()}, expected {md5}){hint}")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, dest)
+        except OSError as e:
+            raise cannot_write(e) from None
+        tmp = None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
