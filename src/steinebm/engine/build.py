@@ -23,6 +23,7 @@ from steinebm.errors import UserError, first_line
 from steinebm.learners import Learner
 from steinebm.learners.registry import RuleContext, rule_entry, trains_generator
 from steinebm.learners.rules import Rule
+from steinebm.models.common import LabelSampler
 from steinebm.models.dcgan_nets import (
     IMAGE_SIZES,
     ConditionalDCGANDiscriminator,
@@ -216,14 +217,28 @@ def build_parts(
     device: torch.device,
     ranks: Ranks = SINGLE,
     image_shape: tuple[int, ...] | None = None,
+    labels: Tensor | None = None,
+    data_name: str = "the data",
 ) -> Rule:
     """The run's learning rule (:mod:`steinebm.learners.rules`), built with its modules and
     optimizers: the energy model, and a generator where the method trains one. A step updates
     each part once (its gradients averaged over ``ranks`` when several processes train
-    together); it takes the real batch, the random stream and the batch's labels."""
+    together); it takes the real batch, the random stream and the batch's labels. ``labels``:
+    the training set's (a class-conditional generator draws labels as often as they occur there;
+    a checkpoint restored later overwrites them), named ``data_name`` in errors."""
+    conditional = cfg.model == "joint" or cfg.conditional
+    if conditional and labels is not None and labels.numel() and int(labels.max()) >= N_CLASSES:
+        raise UserError(
+            f"the joint and class-conditional networks have {N_CLASSES} classes, but {data_name}'s labels go up to "
+            f"{int(labels.max())}: use an unconditional model, or data with labels 0-{N_CLASSES - 1}"
+        )
     init_gen = torch.Generator().manual_seed(cfg.seed)
     model = build_model(cfg, dim, init_gen, image_shape).to(device)
     G = build_generator(cfg, init_gen, image_shape)
+    if cfg.eval_samples and not isinstance(G, (MNISTGenerator, MNISTConditionalGenerator)):
+        raise UserError("eval_samples scores an MNIST generator's images: set eval_samples=0 here")
+    if isinstance(G, LabelSampler) and labels is not None:
+        G.set_class_counts(torch.bincount(labels, minlength=G.n_classes).float())
     if G is not None:
         G = G.to(device)
     if cfg.amp:

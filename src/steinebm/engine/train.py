@@ -36,7 +36,7 @@ from torch import Tensor
 
 from steinebm.core.distributed import Ranks, from_env
 from steinebm.data import Dataset
-from steinebm.engine.build import N_CLASSES, build_parts, load_config_dataset
+from steinebm.engine.build import build_parts, load_config_dataset
 from steinebm.engine.checkpoint import (
     CHECKPOINT,
     atomic_write,
@@ -67,8 +67,6 @@ from steinebm.engine.settings import unused_settings, used_dict
 from steinebm.engine.state import LoopState, checkpoint_dict, rank_seed, restore
 from steinebm.errors import DivergenceError, UserError
 from steinebm.learners.rules import lr_scaled
-from steinebm.models.common import LabelSampler
-from steinebm.models.mnist_nets import MNISTConditionalGenerator, MNISTGenerator
 
 __all__ = ["train", "lr_decay"]
 
@@ -153,12 +151,7 @@ def _train(
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch < 1:
         raise UserError(f"batch_size={cfg.batch_size} is larger than the {n} training images")
-    if (cfg.model == "joint" or cfg.conditional) and data.train.y.numel() and int(data.train.y.max()) >= N_CLASSES:
-        raise UserError(
-            f"the joint and class-conditional networks have {N_CLASSES} classes, but {data.name}'s labels go up to "
-            f"{int(data.train.y.max())}: use an unconditional model, or data with labels 0-{N_CLASSES - 1}"
-        )
-    parts = build_parts(cfg, dim, device, ranks, tuple(data.image_shape))
+    parts = build_parts(cfg, dim, device, ranks, tuple(data.image_shape), data.train.y, data.name)
     on_main(ranks, lambda: check_free_space(out, checkpoint_bytes(parts)))
     unused = unused_settings(cfg)
     if unused and ranks.is_main:  # after the checks: a run that cannot start says one line only
@@ -167,11 +160,6 @@ def _train(
             file=sys.stderr,
         )
     G = parts.modules.get("generator")
-    if cfg.eval_samples and not isinstance(G, (MNISTGenerator, MNISTConditionalGenerator)):
-        raise UserError("eval_samples scores an MNIST generator's images: set eval_samples=0 here")
-    if isinstance(G, LabelSampler) and not resume:
-        # a conditional generator draws labels as often as the training set holds them
-        G.set_class_counts(torch.bincount(data.train.y, minlength=G.n_classes).float())
 
     # ---- the state: fresh, or from the checkpoint ----
     rng = torch.Generator(device=device).manual_seed(rank_seed(cfg.seed, ranks.rank, 0))  # the rule's draws
