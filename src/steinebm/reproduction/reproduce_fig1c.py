@@ -21,7 +21,7 @@ from steinebm.engine.config_file import load_config
 from steinebm.errors import UserError
 from steinebm.naming import slug
 from steinebm.reproduction.document import page, strong, table, text, write_page
-from steinebm.reproduction.reproduce import PAPER_FIG1, _mnist_only, grid_cells, run_many
+from steinebm.reproduction.reproduce import PAPER_FIG1, _mnist_only, _run_is_complete, grid_cells, run_many
 
 __all__ = ["fig1c_length", "fig1c_ablation", "hais_verdict", "hais_table", "LENGTH_RUNS", "RECIPE_ABLATIONS"]
 
@@ -227,11 +227,15 @@ def fig1c_ablation(
     device: str = "cpu",
     authors_grid: str | Path | None = None,
     log: Callable[[str], None] = print,
+    train: bool = True,
 ) -> dict[str, Any]:
     """The authors' recipe (configs/fig1-steingan-authors.yaml) with ``seeds`` seeds, and each of
     its differences from our default switched back alone (:data:`RECIPE_ABLATIONS`) with
     ``ablation_seeds``: exact test LL, the inception score of ``is_samples`` images and the
-    100-image grid, under both MNIST classifiers. Writes fig1c-ablation.md and summary.json."""
+    100-image grid, under both MNIST classifiers. Writes fig1c-ablation.md and summary.json.
+
+    Without ``train``, nothing is trained: the runs already finished are scored and the others
+    are listed as not trained (for a table while the runs are still under way)."""
     from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS, grid_scores, read_grid
 
     _mnist_only(dataset, "fig1c-ablation")
@@ -253,20 +257,26 @@ def fig1c_ablation(
             cfg.validate()
             rows[label].append(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    results = run_many([c for cfgs in rows.values() for c in cfgs], jobs, log)
+    wanted = [c for cfgs in rows.values() for c in cfgs]
+    if not train:
+        wanted = [c for c in wanted if _run_is_complete(c) is not None]
+    results = run_many(wanted, jobs, log)
     by_dir = {r["out_dir"]: r for r in results}
     by_row: dict[str, Any] = {}
     keys = [f"{c}_is" for c in MNIST_CLASSIFIERS] + [f"grid_{c}_is" for c in MNIST_CLASSIFIERS]
     for label, cfgs in rows.items():
-        per_seed = []
+        per_seed: list[dict[str, Any]] = []
         for cfg in cfgs:
-            res = by_dir[cfg.out_dir]
+            res = by_dir.get(cfg.out_dir)
+            if res is None:
+                per_seed.append({"out_dir": cfg.out_dir, "not_trained": True})
+                continue
             if res["diverged"]:
                 per_seed.append({"out_dir": cfg.out_dir, "diverged": res["diverged"]})
                 continue
             ll = res["evals"][-1].get("test_ll", float("nan")) if res["evals"] else float("nan")
             per_seed.append({"out_dir": cfg.out_dir, "test_ll": ll, **_generated_scores(cfg.out_dir, is_samples)})
-        good = [s for s in per_seed if "diverged" not in s]
+        good = [s for s in per_seed if "diverged" not in s and "not_trained" not in s]
         stats = {
             k: (float(np.mean([s[k] for s in good])), float(np.std([s[k] for s in good]))) if good else None
             for k in ["test_ll", *keys]
@@ -274,11 +284,17 @@ def fig1c_ablation(
         by_row[label] = {"change": RECIPE_ABLATIONS.get(label, {}), "seeds": per_seed, "mean_std": stats}
     heads = [*(f"IS {c}" for c in MNIST_CLASSIFIERS), *(f"grid {c}" for c in MNIST_CLASSIFIERS)]
 
-    def pm(v: tuple[float, float] | None) -> str:
-        return "diverged" if v is None else f"{v[0]:.2f} ± {v[1]:.2f}"
+    def pm(v: tuple[float, float] | None, row: dict[str, Any]) -> str:
+        if v is not None:
+            return f"{v[0]:.2f} ± {v[1]:.2f}"
+        return "diverged" if any("diverged" in s for s in row["seeds"]) else "not trained"
+
+    def seeds_cell(row: dict[str, Any]) -> str:
+        done = sum("not_trained" not in s for s in row["seeds"])
+        return str(done) if done == len(row["seeds"]) else f"{done} of {len(row['seeds'])}"
 
     cells = [
-        [label, str(len(row["seeds"])), *(pm(row["mean_std"][k]) for k in ["test_ll", *keys])]
+        [label, seeds_cell(row), *(pm(row["mean_std"][k], row) for k in ["test_ll", *keys])]
         for label, row in by_row.items()
     ]
     if theirs is not None:
@@ -292,8 +308,15 @@ def fig1c_ablation(
         f"inception score of {is_samples:,} images and of the first 100 as one split, under each MNIST classifier; "
         "mean ± standard deviation over the seeds."
     )
+    blocks = [intro, table(["row", "seeds", "test LL", *heads], cells)]
+    missing = sum("not_trained" in s for row in by_row.values() for s in row["seeds"])
+    if missing:
+        total = len(wanted) + missing
+        blocks.append(
+            text(f"{missing} of the {total} runs are not trained yet; without --no-train the command trains them.")
+        )
     summary = {"epochs": epochs, "is_samples": is_samples, "rows": by_row, "authors_grid": theirs}
-    write_page(out, summary, page("fig1c-ablation.md", [intro, table(["row", "seeds", "test LL", *heads], cells)]))
+    write_page(out, summary, page("fig1c-ablation.md", blocks))
     return summary
 
 
