@@ -445,3 +445,26 @@ def test_a_damaged_log_stops_a_resume_in_one_line_and_the_report_alike(tmp_path,
     # a partial last line (a kill mid-write) is no damage: it is dropped
     log.write_text("\n".join(lines) + "\n" + '{"step": 7, "lo')
     assert [r["step"] for r in T.read_metrics(run)] == [json.loads(ln)["step"] for ln in lines]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_the_guards_finiteness_check_agrees_with_a_loop_over_every_entry(dtype):
+    import math
+
+    gen = torch.Generator().manual_seed(7)
+    for trial in range(60):
+        nets = {"a": torch.nn.Linear(5, 4), "b": torch.nn.Conv2d(2, 3, 3), "c": torch.nn.Module()}
+        nets["c"].empty = torch.nn.Parameter(torch.empty(0))  # nothing to check in it
+        for net in nets.values():
+            net.to(dtype)
+        params = [p for net in nets.values() for p in net.parameters() if p.numel()]
+        with torch.no_grad():
+            for _ in range(trial % 3):  # 0, 1 or 2 bad entries, anywhere, of any kind
+                p = params[int(torch.randint(len(params), (), generator=gen))]
+                k = int(torch.randint(p.numel(), (), generator=gen))
+                p.view(-1)[k] = [float("nan"), float("inf"), float("-inf")][int(torch.randint(3, (), generator=gen))]
+            if trial % 7 == 0:  # huge but finite entries are finite
+                params[0].view(-1)[0] = torch.finfo(dtype).max
+        by_loop = all(math.isfinite(float(v)) for p in params for v in p.detach().reshape(-1).tolist())
+        assert bool(guard.all_finite(nets)) == by_loop, trial
+    assert bool(guard.all_finite({}))
