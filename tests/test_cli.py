@@ -268,6 +268,9 @@ def test_reproduce_fig1c_length_small(tmp_path, capsys):
         assert f"| 1-2, mean ± sd | {np.mean(lls):.2f} ± {np.std(lls):.2f} |" in md
     assert (out / "fig1c-length.png").exists()
     assert all(run["grid_matches_authors_at"] is None for run in summary["runs"].values())  # no grid given
+    for name in summary["runs"]:  # each run's last grid, 10 x 10 tiles of 28 px drawn 2 x, no padding
+        assert Image.open(out / f"grid-{name.replace(' ', '-').replace(chr(39), '')}.png").size == (560, 560)
+        assert f"![{name}](grid-" in md
     # a second call finds the runs done and only redraws
     stamp = (out / "default" / "checkpoint.pt").stat().st_mtime_ns
     assert fig1c_length(out=out, **common)["runs"]["default"]["evals"] == summary["runs"]["default"]["evals"]
@@ -277,10 +280,22 @@ def test_reproduce_fig1c_length_small(tmp_path, capsys):
 def test_reproduce_fig1c_ablation_switches_back_one_difference_per_row(tmp_path):
     import yaml
 
+    from steinebm.naming import slug
     from steinebm.reproduction.reproduce_fig1c import RECIPE_ABLATIONS, fig1c_ablation
 
     out = tmp_path / "abl"
-    common = dict(dataset="mnist-embedded", epochs=1, n_train=200, is_samples=100, jobs=1, log=lambda s: None)
+    digits = load_dataset("mnist-embedded").test.x[:100].numpy().reshape(10, 10, 28, 28)
+    theirs_tiles = (digits.transpose(0, 2, 1, 3).reshape(280, 280) * 255).round().astype(np.uint8)
+    Image.fromarray(theirs_tiles).save(tmp_path / "theirs.png")
+    common = dict(
+        dataset="mnist-embedded",
+        epochs=1,
+        n_train=200,
+        is_samples=100,
+        jobs=1,
+        log=lambda s: None,
+        authors_grid=tmp_path / "theirs.png",
+    )
     summary = fig1c_ablation(out=out, seeds=2, ablation_seeds=1, **common)
     rows = summary["rows"]
     assert list(rows) == ["the authors' recipe", *RECIPE_ABLATIONS]
@@ -301,6 +316,31 @@ def test_reproduce_fig1c_ablation_switches_back_one_difference_per_row(tmp_path)
     lls = [s["test_ll"] for s in rows["the authors' recipe"]["seeds"]]
     assert rows["the authors' recipe"]["mean_std"]["test_ll"] == pytest.approx((np.mean(lls), np.std(lls)))
     assert "| the authors' recipe | 2 |" in (out / "fig1c-ablation.md").read_text()
+    # the pictures: each row's seed-0 grid (the 100 images its grid score is of) and the authors',
+    # tiled by hand without padding and drawn 2 x 2 per pixel
+    from steinebm.engine.build import load_generator
+    from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS, grid_scores, read_grid
+
+    def drawn(tiles: np.ndarray) -> np.ndarray:
+        return np.kron(tiles, np.ones((2, 2), np.uint8))
+
+    md_text = (out / "fig1c-ablation.md").read_text()
+    assert np.array_equal(np.asarray(Image.open(out / "authors-grid.png")), drawn(theirs_tiles))
+    assert "![the authors' grid](authors-grid.png)" in md_text
+    for label, row in rows.items():
+        picture = out / f"grid-{slug(label)}.png"
+        assert f"![{label}]({picture.name})" in md_text
+        torch.manual_seed(123)  # the draw must not depend on the global stream
+        with torch.no_grad():
+            G = load_generator(row["seeds"][0]["out_dir"])
+            xi = torch.rand(100, G.noise_dim, generator=torch.Generator().manual_seed(0)) * 2 - 1
+            x = G(xi).reshape(10, 10, 28, 28).clamp(0, 1).numpy()
+        ours = (x.transpose(0, 2, 1, 3).reshape(280, 280) * 255).round().astype(np.uint8)
+        back = np.asarray(Image.open(picture))
+        assert np.abs(back.astype(int) - drawn(ours).astype(int)).max() <= 1, label
+        scores = grid_scores(read_grid(picture, tile=56).reshape(100, 56, 56)[:, ::2, ::2].reshape(100, -1))
+        for c in MNIST_CLASSIFIERS:
+            assert scores[f"grid_{c}_is"] == pytest.approx(row["seeds"][0][f"grid_{c}_is"], abs=0.02), label
 
     # --no-train: a third recipe seed is listed as not trained, and nothing is trained for it
     partial = fig1c_ablation(out=out, seeds=3, ablation_seeds=1, train=False, **common)["rows"]

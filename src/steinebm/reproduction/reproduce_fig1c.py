@@ -20,8 +20,9 @@ from steinebm.engine.config import Config
 from steinebm.engine.config_file import load_config
 from steinebm.errors import UserError
 from steinebm.naming import slug
-from steinebm.reproduction.document import page, strong, table, text, write_page
+from steinebm.reproduction.document import images, page, strong, table, text, write_page
 from steinebm.reproduction.reproduce import PAPER_FIG1, _mnist_only, _run_is_complete, grid_cells, run_many
+from steinebm.shapes import MNIST_SHAPE
 
 __all__ = ["fig1c_length", "fig1c_ablation", "hais_verdict", "hais_table", "LENGTH_RUNS", "RECIPE_ABLATIONS"]
 
@@ -59,7 +60,8 @@ def fig1c_length(
     _mnist_only(dataset, "fig1c-length")
     out = Path(out)
     load_dataset(dataset, data_dir)  # before anything is created
-    theirs = grid_scores(read_grid(authors_grid)) if authors_grid is not None else None
+    their_images = read_grid(authors_grid) if authors_grid is not None else None
+    theirs = grid_scores(their_images) if their_images is not None else None
     target = PAPER_FIG1["authors_ll_with_kernel"]
     cfgs = {
         name: load_config(
@@ -155,6 +157,18 @@ def fig1c_length(
     if theirs is not None:
         theirs_said = " | ".join(grid_cells(theirs))
         blocks.append(text(f"The authors' grid ({Path(str(authors_grid)).name}), one split: {theirs_said}."))
+    pictures = [
+        (_save_grid(_grid_images(cfgs[name].out_dir, eval_samples), out / f"grid-{slug(name)}.png"), name)
+        for name in summary["runs"]
+    ]
+    if pictures and their_images is not None:
+        pictures.append((_save_grid(their_images, out / "authors-grid.png"), "the authors' grid"))
+    if pictures:
+        steps = ", ".join(f"{name} {checkpoint_step(cfgs[name].out_dir)}" for name in summary["runs"])
+        blocks.append(
+            text(f"The 10 x 10 grid of each run's last checkpoint (step {steps}), drawn 2 x without padding:")
+        )
+        blocks.append(images(pictures))
     write_page(out, summary, page("fig1c-length.md", blocks))
 
     def curve(key: str) -> dict[str, tuple[list[float], list[float]]]:
@@ -194,6 +208,26 @@ RECIPE_ABLATIONS: dict[str, dict[str, Any]] = {
     "BatchNorm running statistics at sampling": dict(gen_bn_stats="running"),
     "BatchNorm epsilon 1e-5": dict(gen_bn_eps=1e-5),
 }
+
+
+def _grid_images(run_dir: str | Path, n: int) -> torch.Tensor:
+    """The 100 images whose grid :func:`_generated_scores` scores for ``n`` images: the first of
+    the first batch of ``n`` (a generator with batch statistics draws them within that batch)."""
+    from steinebm.engine.build import load_generator
+    from steinebm.evaluation.sample_scores import generated_images
+
+    return generated_images(load_generator(run_dir), min(n, 1000))[:100]
+
+
+def _save_grid(images_100: torch.Tensor, path: Path) -> str:
+    """A 10 x 10 grid drawn as the authors drew theirs (no padding), enlarged 2 times; returns
+    the file name."""
+    from PIL import Image
+
+    from steinebm.grids import enlarge, image_grid
+
+    Image.fromarray(enlarge(image_grid(images_100, MNIST_SHAPE, nrow=10, pad=0), 2)).save(path)
+    return path.name
 
 
 def _generated_scores(run_dir: str | Path, n: int) -> dict[str, float]:
@@ -241,7 +275,8 @@ def fig1c_ablation(
     _mnist_only(dataset, "fig1c-ablation")
     out = Path(out)
     load_dataset(dataset, data_dir)  # before anything is created
-    theirs = grid_scores(read_grid(authors_grid)) if authors_grid is not None else None
+    their_images = read_grid(authors_grid) if authors_grid is not None else None
+    theirs = grid_scores(their_images) if their_images is not None else None
     rows: dict[str, list[Config]] = {}
     for label, change in [("the authors' recipe", {}), *RECIPE_ABLATIONS.items()]:
         n_seeds = seeds if not change else ablation_seeds
@@ -315,6 +350,16 @@ def fig1c_ablation(
         blocks.append(
             text(f"{missing} of the {total} runs are not trained yet; without --no-train the command trains them.")
         )
+    pictures = [
+        (_save_grid(_grid_images(row["seeds"][0]["out_dir"], is_samples), out / f"grid-{slug(label)}.png"), label)
+        for label, row in by_row.items()
+        if "test_ll" in row["seeds"][0]  # seed 0 trained, not diverged
+    ]
+    if pictures and their_images is not None:
+        pictures.append((_save_grid(their_images, out / "authors-grid.png"), "the authors' grid"))
+    if pictures:
+        blocks.append(text("The 10 x 10 grid each row's seed 0 is scored on, drawn 2 x without padding:"))
+        blocks.append(images(pictures))
     summary = {"epochs": epochs, "is_samples": is_samples, "rows": by_row, "authors_grid": theirs}
     write_page(out, summary, page("fig1c-ablation.md", blocks))
     return summary
