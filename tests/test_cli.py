@@ -275,6 +275,16 @@ def test_reproduce_fig1c_length_small(tmp_path, capsys):
     stamp = (out / "default" / "checkpoint.pt").stat().st_mtime_ns
     assert fig1c_length(out=out, **common)["runs"]["default"]["evals"] == summary["runs"]["default"]["evals"]
     assert (out / "default" / "checkpoint.pt").stat().st_mtime_ns == stamp
+    # --no-train with a longer length: the runs are read as far as they are, and not trained on
+    longer = {**common, "epochs": 3}
+    part = fig1c_length(out=out, train=False, **longer)
+    assert part["runs"]["default"]["evals"] == summary["runs"]["default"]["evals"]
+    assert (out / "default" / "checkpoint.pt").stat().st_mtime_ns == stamp
+    said = (out / "fig1c-length.md").read_text()
+    assert "as far as the runs are trained: default to epoch 2, authors' recipe to epoch 2." in said
+    assert fig1c_length(out=tmp_path / "none", train=False, **longer)["runs"] == {}
+    assert "no run has an evaluated epoch yet" in (tmp_path / "none" / "fig1c-length.md").read_text()
+    assert not (tmp_path / "none" / "default").exists()
 
 
 def test_reproduce_fig1c_ablation_switches_back_one_difference_per_row(tmp_path):

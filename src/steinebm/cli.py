@@ -185,7 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--no-train",
         action="store_true",
-        help="fig1c-ablation: train nothing; score the runs already finished and list the rest as not trained",
+        help="fig1c-ablation, fig1c-length: train nothing; report the runs as far as they are trained",
     )
     r.add_argument(
         "--fid-weights",
@@ -403,8 +403,8 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
         "mnist-joint",
     ):
         raise UserError(f"--authors-grid is scored beside fig1c or fig1d's panels, not {a.figure}'s: drop it")
-    if a.no_train and a.figure != "fig1c-ablation":
-        raise UserError(f"--no-train reads fig1c-ablation's finished runs, not {a.figure}'s: drop it")
+    if a.no_train and a.figure not in ("fig1c-ablation", "fig1c-length"):
+        raise UserError(f"--no-train reads fig1c-ablation's or fig1c-length's runs, not {a.figure}'s: drop it")
     if a.figure == "fig2" and a.dataset is not None:
         raise UserError("reproduce fig2 trains on CIFAR-10 only: drop --dataset (point --data-dir at CIFAR-10)")
     dataset = a.dataset or "mnist"
@@ -478,6 +478,7 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
             jobs=a.jobs,
             device=a.device,
             authors_grid=a.authors_grid,
+            train=not a.no_train,
             **{k: v for k, v in common.items() if k != "epochs"},
         )
     elif a.figure == "fig1a":

@@ -47,6 +47,7 @@ from steinebm.shapes import MNIST_SHAPE
 
 __all__ = [
     "run_many",
+    "read_run",
     "baseline_log_likelihood",
     "fig1a",
     "fig1a_document",
@@ -148,10 +149,20 @@ def _run(cfg_dict: dict[str, Any]) -> dict[str, Any]:
             train(cfg, resume=resume, dataset=_worker_data(cfg))
         except DivergenceError as e:
             diverged = str(e)
+    return {"out_dir": cfg.out_dir, "evals": _evals(cfg), "diverged": diverged}
+
+
+def _evals(cfg: Config) -> list[dict[str, Any]]:
     # one record per epoch, up to this reproduction's length (a run may have been trained longer)
     by_epoch = {r["epoch"]: r for r in read_metrics(cfg.out_dir) if "epoch" in r and r["epoch"] <= cfg.epochs}
-    evals = [by_epoch[e] for e in sorted(by_epoch)]
-    return {"out_dir": cfg.out_dir, "evals": evals, "diverged": diverged}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def read_run(cfg: Config) -> dict[str, Any]:
+    """What :func:`run_many` returns for ``cfg``'s run, as far as it is trained, without training
+    it (checked to be ``cfg``'s run): its evaluation records, one per epoch up to ``cfg.epochs``."""
+    _check_same_run(cfg)
+    return {"out_dir": cfg.out_dir, "evals": _evals(cfg), "diverged": None}
 
 
 _DATA: dict[tuple[str, str | None], Dataset] = {}
