@@ -326,6 +326,8 @@ def test_reproduce_fig1c_ablation_switches_back_one_difference_per_row(tmp_path)
     lls = [s["test_ll"] for s in rows["the authors' recipe"]["seeds"]]
     assert rows["the authors' recipe"]["mean_std"]["test_ll"] == pytest.approx((np.mean(lls), np.std(lls)))
     assert "| the authors' recipe | 2 |" in (out / "fig1c-ablation.md").read_text()
+    one = rows["phi divided by m"]["seeds"][0]["test_ll"]  # a row of one seed: its value, no spread
+    assert f"| phi divided by m | 1 | {one:.2f} |" in (out / "fig1c-ablation.md").read_text()
     # the pictures: each row's seed-0 grid (the 100 images its grid score is of) and the authors',
     # tiled by hand without padding and drawn 2 x 2 per pixel
     from steinebm.engine.build import load_generator
