@@ -357,12 +357,12 @@ def test_reproduce_fig1c_ablation_switches_back_one_difference_per_row(tmp_path)
     # --no-train: a third recipe seed is listed as not trained, and nothing is trained for it
     partial = fig1c_ablation(out=out, seeds=3, ablation_seeds=1, train=False, **common)["rows"]
     third = partial["the authors' recipe"]["seeds"][2]
-    assert third.get("not_trained") and not Path(third["out_dir"]).exists()
+    assert third.get("not_finished") and not Path(third["out_dir"]).exists()
     assert partial["the authors' recipe"]["seeds"][:2] == rows["the authors' recipe"]["seeds"]
     assert partial["the authors' recipe"]["mean_std"]["test_ll"] == pytest.approx((np.mean(lls), np.std(lls)))
     page_text = (out / "fig1c-ablation.md").read_text()
     assert "| the authors' recipe | 2 of 3 |" in page_text
-    assert "1 of the 10 runs are not trained yet; without --no-train" in page_text
+    assert "1 of the 10 runs are not finished" in page_text
     assert main(["reproduce", "fig1b", "--no-train", "--out", str(tmp_path / "b")]) == 2
     assert not (tmp_path / "b").exists()
 

@@ -468,3 +468,9 @@ def test_the_guards_finiteness_check_agrees_with_a_loop_over_every_entry(dtype):
         by_loop = all(math.isfinite(float(v)) for p in params for v in p.detach().reshape(-1).tolist())
         assert bool(guard.all_finite(nets)) == by_loop, trial
     assert bool(guard.all_finite({}))
+    z = torch.nn.Module()  # a complex parameter: each part of each entry counts
+    z.w = torch.nn.Parameter(torch.tensor([1 + 2j, -3j]))
+    assert bool(guard.all_finite({"z": z}))
+    with torch.no_grad():
+        z.w[1] = complex(0.0, float("inf"))
+    assert not bool(guard.all_finite({"z": z}))

@@ -104,7 +104,11 @@ def fig1c_length(
         )
     ]
     if not train:
-        reached = [f"{name} to epoch {res['evals'][-1]['epoch']:g}" for name, res in results.items() if res["evals"]]
+        reached = [
+            f"{name} to epoch {res['evals'][-1]['epoch']:g}"
+            for name, res in results.items()
+            if res["evals"] and res["evals"][-1]["epoch"] >= 1
+        ]
         said = ", ".join(reached) if reached else "no run has an evaluated epoch yet"
         blocks.append(text(f"Read without training, as far as the runs are trained: {said}."))
     heads = [*(f"IS {c}" for c in MNIST_CLASSIFIERS), *(f"grid {c}" for c in MNIST_CLASSIFIERS)]
@@ -174,14 +178,15 @@ def fig1c_length(
     if theirs is not None:
         theirs_said = " | ".join(grid_cells(theirs))
         blocks.append(text(f"The authors' grid ({Path(str(authors_grid)).name}), one split: {theirs_said}."))
-    pictures = [
-        (_save_grid(_grid_images(cfgs[name].out_dir, eval_samples), out / f"grid-{slug(name)}.png"), name)
-        for name in summary["runs"]
-    ]
+    pictures, at_step = [], []
+    for name in summary["runs"]:
+        grid, step = _grid_images(cfgs[name].out_dir, eval_samples)
+        pictures.append((_save_grid(grid, out / f"grid-{slug(name)}.png"), name))
+        at_step.append(f"{name} {step}")
     if pictures and their_images is not None:
         pictures.append((_save_grid(their_images, out / "authors-grid.png"), "the authors' grid"))
     if pictures:
-        steps = ", ".join(f"{name} {checkpoint_step(cfgs[name].out_dir)}" for name in summary["runs"])
+        steps = ", ".join(at_step)
         blocks.append(
             text(f"The 10 x 10 grid of each run's last checkpoint (step {steps}), drawn 2 x without padding:")
         )
@@ -227,13 +232,16 @@ RECIPE_ABLATIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def _grid_images(run_dir: str | Path, n: int) -> torch.Tensor:
-    """The 100 images whose grid :func:`_generated_scores` scores for ``n`` images: the first of
-    the first batch of ``n`` (a generator with batch statistics draws them within that batch)."""
+def _grid_images(run_dir: str | Path, n: int) -> tuple[torch.Tensor, int]:
+    """The 100 images whose grid :func:`_generated_scores` scores for ``n`` images (the first of
+    the first batch of ``n``: a generator with batch statistics draws them within that batch),
+    and the step of the checkpoint they come from (read once, so a run still saving cannot
+    give the one and the other from different checkpoints)."""
     from steinebm.engine.build import load_generator
     from steinebm.evaluation.sample_scores import generated_images
 
-    return generated_images(load_generator(run_dir), min(n, 1000))[:100]
+    ck = load_checkpoint(run_dir)
+    return generated_images(load_generator(run_dir, ck), min(n, 1000))[:100], int(ck["step"])
 
 
 def _save_grid(images_100: torch.Tensor, path: Path) -> str:
@@ -286,7 +294,8 @@ def fig1c_ablation(
     100-image grid, under both MNIST classifiers. Writes fig1c-ablation.md and summary.json.
 
     Without ``train``, nothing is trained: the runs already finished are scored and the others
-    are listed as not trained (for a table while the runs are still under way)."""
+    are listed as not finished (for a table while the runs are still under way; a run that
+    stopped or diverged before its last epoch is listed so too)."""
     from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS, grid_scores, read_grid
 
     _mnist_only(dataset, "fig1c-ablation")
@@ -321,14 +330,14 @@ def fig1c_ablation(
         for cfg in cfgs:
             res = by_dir.get(cfg.out_dir)
             if res is None:
-                per_seed.append({"out_dir": cfg.out_dir, "not_trained": True})
+                per_seed.append({"out_dir": cfg.out_dir, "not_finished": True})
                 continue
             if res["diverged"]:
                 per_seed.append({"out_dir": cfg.out_dir, "diverged": res["diverged"]})
                 continue
             ll = res["evals"][-1].get("test_ll", float("nan")) if res["evals"] else float("nan")
             per_seed.append({"out_dir": cfg.out_dir, "test_ll": ll, **_generated_scores(cfg.out_dir, is_samples)})
-        good = [s for s in per_seed if "diverged" not in s and "not_trained" not in s]
+        good = [s for s in per_seed if "diverged" not in s and "not_finished" not in s]
         stats = {
             k: (float(np.mean([s[k] for s in good])), float(np.std([s[k] for s in good]))) if good else None
             for k in ["test_ll", *keys]
@@ -340,10 +349,10 @@ def fig1c_ablation(
         if v is not None:  # one seed has no spread to show
             scored = sum("test_ll" in s for s in row["seeds"])
             return f"{v[0]:.2f} ± {v[1]:.2f}" if scored > 1 else f"{v[0]:.2f}"
-        return "diverged" if any("diverged" in s for s in row["seeds"]) else "not trained"
+        return "diverged" if any("diverged" in s for s in row["seeds"]) else "not finished"
 
     def seeds_cell(row: dict[str, Any]) -> str:
-        done = sum("not_trained" not in s for s in row["seeds"])
+        done = sum("not_finished" not in s for s in row["seeds"])
         return str(done) if done == len(row["seeds"]) else f"{done} of {len(row['seeds'])}"
 
     cells = [
@@ -366,14 +375,17 @@ def fig1c_ablation(
         "mean ± standard deviation over the seeds where a row has more than one."
     )
     blocks = [intro, table(["row", "seeds", "test LL", *heads], cells)]
-    missing = sum("not_trained" in s for row in by_row.values() for s in row["seeds"])
+    missing = sum("not_finished" in s for row in by_row.values() for s in row["seeds"])
     if missing:
         total = len(wanted) + missing
         blocks.append(
-            text(f"{missing} of the {total} runs are not trained yet; without --no-train the command trains them.")
+            text(
+                f"{missing} of the {total} runs are not finished (not started, under way, stopped or diverged); "
+                "without --no-train the command trains or resumes them."
+            )
         )
     pictures = [
-        (_save_grid(_grid_images(row["seeds"][0]["out_dir"], is_samples), out / f"grid-{slug(label)}.png"), label)
+        (_save_grid(_grid_images(row["seeds"][0]["out_dir"], is_samples)[0], out / f"grid-{slug(label)}.png"), label)
         for label, row in by_row.items()
         if "test_ll" in row["seeds"][0]  # seed 0 trained, not diverged
     ]

@@ -217,7 +217,8 @@ def fig2(
 
     summary = {
         "scale": scale,
-        "train": train_kw,
+        # what the runs trained with: the preset's length and batch, and the scale's changes
+        "train": {"epochs": cfgs["SteinGAN"].epochs, "batch_size": cfgs["SteinGAN"].batch_size, **train_kw},
         "images": n,
         "transfer": sc["transfer"],
         "device": device,
