@@ -182,14 +182,12 @@ def fig1c_length(
     for name in summary["runs"]:
         grid, step = _grid_images(cfgs[name].out_dir, eval_samples)
         pictures.append((_save_grid(grid, out / f"grid-{slug(name)}.png"), name))
-        at_step.append(f"{name} {step}")
+        at_step.append(f"{name}: step {step}")
     if pictures and their_images is not None:
         pictures.append((_save_grid(their_images, out / "authors-grid.png"), "the authors' grid"))
     if pictures:
         steps = ", ".join(at_step)
-        blocks.append(
-            text(f"The 10 x 10 grid of each run's last checkpoint (step {steps}), drawn 2 x without padding:")
-        )
+        blocks.append(text(f"The 10 x 10 grid of each run's last checkpoint ({steps}), drawn 2 x without padding:"))
         blocks.append(images(pictures))
     write_page(out, summary, page("fig1c-length.md", blocks))
 
