@@ -155,7 +155,9 @@ class SteinGAN:
             raised = means[0] < means[1]  # the real batch's energy is the higher
             if self.gamma_raise_when == "real_energy_lower":
                 raised = ~raised
-            pick = functools.partial(torch.tensor, dtype=torch.float64, device=f_neg.device)
+            # float64 keeps gamma as the float it is; MPS has no float64 (the loop logs in float32 there)
+            wide = torch.float32 if f_neg.device.type == "mps" else torch.float64
+            pick = functools.partial(torch.tensor, dtype=wide, device=f_neg.device)
             gamma_now = torch.where(raised, pick(self.gamma_adaptive), pick(self.gamma))
             # 1 - gamma in float64, then in f_neg's precision: the weight a Python float would give
             weight = torch.where(raised, pick(1.0 - self.gamma_adaptive), pick(1.0 - self.gamma)).to(f_neg.dtype)
