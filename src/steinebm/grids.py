@@ -50,21 +50,23 @@ def enlarge(pixels: np.ndarray, scale: int) -> np.ndarray:
     return pixels.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else pixels
 
 
-def grid_picture(images: Tensor, image_shape: Sequence[int], nrow: int | None = None, scale: int = 2) -> Image.Image:
+def grid_picture(
+    images: Tensor, image_shape: Sequence[int], nrow: int | None = None, scale: int = 2, pad: int = 2
+) -> Image.Image:
     """:func:`image_grid` enlarged ``scale`` times (:func:`enlarge`), as a Pillow image: the
     picture :func:`save_image_grid` writes, and the report keeps in memory."""
     from PIL import Image
 
-    return Image.fromarray(enlarge(image_grid(images, image_shape, nrow), scale))
+    return Image.fromarray(enlarge(image_grid(images, image_shape, nrow, pad), scale))
 
 
 def save_image_grid(
-    images: Tensor, path: str | Path, image_shape: Sequence[int], nrow: int | None = None, scale: int = 2
+    images: Tensor, path: str | Path, image_shape: Sequence[int], nrow: int | None = None, scale: int = 2, pad: int = 2
 ) -> Path:
     """Save ``images`` ((n, ...) in [0, 1], each reshaped to ``image_shape``, (C, H, W)) as one PNG
-    grid of ``nrow`` images to a row (about square by default), each pixel enlarged ``scale`` times; returns
-    the path. The values are rounded to 8-bit levels."""
-    img = grid_picture(images, image_shape, nrow, scale)
+    grid of ``nrow`` images to a row (about square by default), ``pad`` pixels apart, each pixel enlarged
+    ``scale`` times; returns the path. The values are rounded to 8-bit levels."""
+    img = grid_picture(images, image_shape, nrow, scale, pad)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)

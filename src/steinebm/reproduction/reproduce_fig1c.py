@@ -245,12 +245,9 @@ def _grid_images(run_dir: str | Path, n: int) -> tuple[torch.Tensor, int]:
 def _save_grid(images_100: torch.Tensor, path: Path) -> str:
     """A 10 x 10 grid drawn as the authors drew theirs (no padding), enlarged 2 times; returns
     the file name."""
-    from PIL import Image
+    from steinebm.grids import save_image_grid
 
-    from steinebm.grids import enlarge, image_grid
-
-    Image.fromarray(enlarge(image_grid(images_100, MNIST_SHAPE, nrow=10, pad=0), 2)).save(path)
-    return path.name
+    return save_image_grid(images_100, path, MNIST_SHAPE, nrow=10, scale=2, pad=0).name
 
 
 def _generated_scores(run_dir: str | Path, n: int) -> dict[str, float]:
