@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from steinebm.core.distributed import SINGLE, Ranks
+from steinebm.core.distributed import SINGLE, Ranks, init_group
 from steinebm.core.kernels import RBF
 from steinebm.core.score import score
 from steinebm.core.svgd import amortized_svgd_loss, svgd_direction
@@ -42,7 +42,7 @@ def _rank_params(rank: int, world: int, store: str, cfg_dict: dict, out: str) ->
     rank 0's). train() finds the group joined and uses it, as under torchrun."""
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    init_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     # every rank has joined before any may fail and leave: a rank that failed at once (a batch that
     # does not split) would otherwise close the connection another rank is still opening
     dist.barrier()
@@ -219,29 +219,9 @@ def test_batch_must_split_over_ranks(tmp_path):
     assert not (tmp_path / "odd" / T.CHECKPOINT).exists()
 
 
-def test_torchrun_end_to_end(tmp_path):
-    """The documented command line: torchrun starts 2 gloo processes that train one run."""
-    out = tmp_path / "tr"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "steinebm.cli",
-        "train",
-        "method=steincd",
-        "dataset=mnist-embedded",
-        "n_train=120",
-        "batch_size=20",
-        "n_hidden=4",
-        "max_steps=4",
-        "progress=false",
-        "threads=1",
-        f"out_dir={out}",
-    ]
+def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node 2 ARGS``, with one thread per process. ``{try}``
+    in an argument becomes the attempt's number (a fresh folder for each)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # --standalone binds its rendezvous store to port 0 (the kernel picks a free port as it binds)
     # and the processes' group reuses that store where torch shares it (2.13 does); a torch that
@@ -249,12 +229,49 @@ def test_torchrun_end_to_end(tmp_path):
     # taken it. So a failure that says an address was in use is tried again, in a fresh folder;
     # any other failure fails.
     for attempt in range(3):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        cmd += [a.replace("{try}", str(attempt)) for a in args]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
         if res.returncode == 0 or not re.search(r"EADDRINUSE|address already in use", res.stdout + res.stderr, re.I):
             break
         print(f"torchrun attempt {attempt + 1}: a port was taken:\n", res.stderr[-3000:], file=sys.stderr)
-        out = tmp_path / f"tr{attempt + 2}"
-        cmd[-1] = f"out_dir={out}"
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res
+
+
+def test_torchrun_end_to_end(tmp_path):
+    """The documented command line: torchrun starts 2 gloo processes that train one run."""
+    train = ["-m", "steinebm.cli", "train", "method=steincd", "dataset=mnist-embedded", "n_train=120"]
+    train += ["batch_size=20", "n_hidden=4", "max_steps=4", "progress=false", "threads=1"]
+    _torchrun([*train, f"out_dir={tmp_path / 'tr{try}'}"])
+    out = max(tmp_path.glob("tr*"))  # the attempt that ran
     ck = T.load_checkpoint(out)
     assert ck["step"] == 4 and len(ck["rng_ranks"]) == 2
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads a process's threads from Linux's /proc")
+def test_closing_the_group_stops_its_threads(tmp_path):
+    """Ranks.close() frees the process group, so no gloo thread outlives it into the interpreter's
+    shutdown (where one that frees a tensor Python made aborts the process). An optimizer built
+    after the group (as a run builds its own) imports torch._dynamo, which kept the group alive
+    when it was imported after the group was made."""
+    script = tmp_path / "ranks.py"
+    script.write_text(
+        "import os, sys, torch\n"
+        "from steinebm.core.distributed import from_env\n"
+        "ranks, _ = from_env('cpu')\n"
+        "torch.optim.Adam(torch.nn.Linear(2, 2).parameters())\n"
+        "ranks.gather_objects(ranks.rank)\n"
+        "def names(when):  # this process's threads, one file per rank (their outputs would interleave)\n"
+        "    tasks = os.listdir('/proc/self/task')\n"
+        "    names = sorted(open(f'/proc/self/task/{t}/comm').read().strip() for t in tasks)\n"
+        f"    open(os.path.join({str(tmp_path)!r}, f'{{when}}-{{ranks.rank}}.txt'), 'w').write(' '.join(names))\n"
+        "names('open')\n"
+        "ranks.close()\n"
+        "names('closed')\n"
+    )
+    _torchrun([str(script)])
+    opened = [(tmp_path / f"open-{r}.txt").read_text() for r in range(2)]
+    closed = [(tmp_path / f"closed-{r}.txt").read_text() for r in range(2)]
+    assert all("gloo" in names for names in opened), opened  # the check can see gloo's threads
+    assert not any("gloo" in names for names in closed), closed

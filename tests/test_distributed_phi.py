@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from steinebm.core.distributed import SINGLE, Ranks
+from steinebm.core.distributed import SINGLE, Ranks, init_group
 from steinebm.core.kernels import RBF, FeatureKernel
 from steinebm.learners import SteinCD
 from steinebm.learners.rules import EnergyRule, SteinGANRule
@@ -64,7 +64,7 @@ def _one_step(case: str, ranks: Ranks, gather: bool, step: bool = True) -> dict[
 def _rank_main(rank: int, world: int, store: str, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    init_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     dist.barrier()
     try:
         ranks = Ranks(rank, world, rank)
