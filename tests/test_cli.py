@@ -96,7 +96,7 @@ def test_help_has_examples(capsys):
 
 
 def test_reproduce_fig1a_small(tmp_path):
-    from steinebm.reproduction.reproduce import fig1a
+    from steinebm.reproduction.reproduce_fig1a import fig1a
 
     out = tmp_path / "fig"
     summary = fig1a(

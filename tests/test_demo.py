@@ -11,7 +11,7 @@ import torch
 from steinebm.cli import main
 from steinebm.data import Dataset, Split, load_dataset
 from steinebm.engine.config_file import load_config
-from steinebm.reproduction.reproduce import (
+from steinebm.reproduction.reproduce_fig1a import (
     DEMO_PRESETS,
     FIG1A_PRESETS,
     FIG1A_SWEEP,

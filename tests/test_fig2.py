@@ -10,7 +10,7 @@ import torch
 
 from steinebm.data import Dataset, Split
 from steinebm.evaluation.classifiers import load_classifier
-from steinebm.reproduction import reproduce, reproduce_images
+from steinebm.reproduction import reproduce_images, runs
 
 
 def _tiny() -> Dataset:
@@ -25,7 +25,7 @@ def _tiny() -> Dataset:
 def _toy_scale(monkeypatch) -> Dataset:
     """The in-memory dataset, served to fig2, and a "toy" scale small enough for a test."""
     data = _tiny()
-    monkeypatch.setattr(reproduce, "load_config_dataset", lambda cfg: data)
+    monkeypatch.setattr(runs, "load_config_dataset", lambda cfg: data)
     monkeypatch.setattr(reproduce_images, "load_config_dataset", lambda cfg: data)
     monkeypatch.setitem(
         reproduce_images.FIG2_SCALES,

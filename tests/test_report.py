@@ -193,7 +193,7 @@ def test_reproduction_page(repro, tmp_path):
 def test_a_reproduction_page_is_rendered_from_summary_json(tmp_path):
     """fig1a writes its page into summary.json and FIGURE.md as that page's markdown; the report
     draws the tables from summary.json alone, so they survive the markdown file's removal."""
-    from steinebm.reproduction.reproduce import fig1a
+    from steinebm.reproduction.reproduce_fig1a import fig1a
 
     out = tmp_path / "fig1a"
     summary = fig1a(

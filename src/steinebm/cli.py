@@ -385,7 +385,8 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(a: argparse.Namespace) -> int:
-    from steinebm.reproduction.reproduce import FIG1B_ALPHAS, fig1a, fig1b, fig1cd
+    from steinebm.reproduction.reproduce import FIG1B_ALPHAS, fig1b, fig1cd
+    from steinebm.reproduction.reproduce_fig1a import fig1a
     from steinebm.reproduction.reproduce_fig1c import fig1c_length
 
     _positive("seeds", a.seeds)
@@ -527,7 +528,7 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from steinebm.reproduction.reproduce import demo
+    from steinebm.reproduction.reproduce_fig1a import demo
 
     if a.epochs is not None:
         _positive("epochs", a.epochs)

@@ -21,14 +21,8 @@ from steinebm.engine.config_file import load_config
 from steinebm.errors import UserError
 from steinebm.naming import slug
 from steinebm.reproduction.document import images, page, strong, table, text, write_page
-from steinebm.reproduction.reproduce import (
-    PAPER_FIG1,
-    _mnist_only,
-    _run_is_complete,
-    grid_cells,
-    read_run,
-    run_many,
-)
+from steinebm.reproduction.reproduce import PAPER_FIG1, _mnist_only, grid_cells
+from steinebm.reproduction.runs import _run_is_complete, read_run, run_many
 from steinebm.shapes import MNIST_SHAPE
 
 __all__ = ["fig1c_length", "fig1c_ablation", "hais_verdict", "hais_table", "LENGTH_RUNS", "RECIPE_ABLATIONS"]

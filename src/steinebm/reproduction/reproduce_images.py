@@ -136,7 +136,7 @@ def fig2(
     from steinebm.evaluation.transfer import duplicate_baseline
     from steinebm.grids import save_image_grid
     from steinebm.models.common import count_parameters, draw_samples
-    from steinebm.reproduction.reproduce import run_many
+    from steinebm.reproduction.runs import run_many
 
     if scale not in FIG2_SCALES:
         raise UserError(f"unknown scale {scale!r}; choose one of {', '.join(FIG2_SCALES)}")

@@ -137,7 +137,7 @@ def mnist_joint(
     from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS, read_grid, score_images
     from steinebm.evaluation.transfer import duplicate_baseline
     from steinebm.grids import save_image_grid
-    from steinebm.reproduction.reproduce import run_many
+    from steinebm.reproduction.runs import run_many
 
     if dataset not in ("mnist", "mnist-embedded"):
         raise UserError(f"mnist-joint is MNIST's experiment (its classifiers judge digits), not {dataset}'s")
