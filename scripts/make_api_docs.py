@@ -41,6 +41,7 @@ MODULES = [
     "steinebm.evaluation.transfer",
     "steinebm.evaluation.sample_scores",
     "steinebm.reproduction.reproduce_fig1c",
+    "steinebm.reproduction.reproduce_hais",
     "steinebm.data",
     "steinebm.data.base",
     "steinebm.data.fetch",

@@ -378,7 +378,7 @@ def test_mnist_joint_refuses_a_zero_count_before_any_run(tmp_path, capsys, flag)
 def test_reproduce_hais_puts_the_exact_likelihood_beside_their_estimator(tmp_path, capsys):
     from steinebm.engine.build import load
     from steinebm.evaluation.likelihood import log_likelihood
-    from steinebm.reproduction.reproduce_fig1c import hais_table
+    from steinebm.reproduction.reproduce_hais import hais_table
 
     run = tmp_path / "rbm"
     assert main(["train", *SMALL, "method=steincd", "n_hidden=3", "max_steps=5", f"out_dir={run}"]) == 0

@@ -97,7 +97,7 @@ def test_evaluate_hais_from_the_command_line(tmp_path, capsys):
 def test_the_verdict_sets_the_estimator_against_the_steingan_rbms_only():
     """Their -771.2 is a SteinGAN RBM's: a SteinCD RBM above it must not make the estimator
     'explain' it (numbers by hand)."""
-    from steinebm.reproduction.reproduce_fig1c import hais_verdict
+    from steinebm.reproduction.reproduce_hais import hais_verdict
 
     def row(method, exact, *estimates):
         return {"method": method, "exact": exact, "hais": {str(k): {"ll": e} for k, e in enumerate(estimates)}}

@@ -441,7 +441,7 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
             **{k: v for k, v in common.items() if k != "epochs"},
         )
     elif a.figure == "hais":
-        from steinebm.reproduction.reproduce_fig1c import hais_table
+        from steinebm.reproduction.reproduce_hais import hais_table
 
         try:
             steps = tuple(int(v) for v in a.hais_steps.split(","))
