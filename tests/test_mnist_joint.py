@@ -324,6 +324,51 @@ def test_reproduce_mnist_joint_small(tmp_path, data):
     ]
 
 
+def test_reproduce_mnist_joint_resumes_its_scoring_where_it_stopped(tmp_path, data, monkeypatch):
+    """A command stopped during its hours of judging, run again, takes only the measures still
+    missing: each ResNet training (the costly measure) is saved as soon as it is done."""
+    from steinebm.reproduction import reproduce_joint as J
+
+    kw = dict(
+        out=tmp_path / "joint",
+        dataset="mnist-embedded",
+        epochs=1,
+        n_train=200,
+        jobs=1,
+        is_samples=200,
+        fid_samples=200,
+        transfer_images=200,
+        transfer_epochs=1,
+        duplicates=(10, 10),
+        eval_samples=0,
+        log=lambda s: None,
+    )
+    real_transfer, calls = J._transfer, []
+
+    def stops_at_the_fourth(*a, **k):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(a[3])  # blocks per stage
+        return real_transfer(*a, **k)
+
+    monkeypatch.setattr(J, "_transfer", stops_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        J.mnist_joint(**kw)
+    assert calls == [1, 3, 1]  # SteinGAN's two depths, then one of the second set's
+    # 5 image sets x 2 depths in all: the second call trains the 7 that are missing
+    rest: list[int] = []
+    monkeypatch.setattr(J, "_transfer", lambda *a, **k: rest.append(a[3]) or real_transfer(*a, **k))
+    first = J.mnist_joint(**kw)
+    assert len(rest) == 7
+    monkeypatch.setattr(J, "_transfer", lambda *a, **k: pytest.fail("measured again"))
+    assert J.mnist_joint(**kw)["rows"] == first["rows"]
+    # more images to judge: every measure is taken afresh
+    more: list[int] = []
+    monkeypatch.setattr(J, "_transfer", lambda *a, **k: more.append(a[3]) or 0.5)
+    J.mnist_joint(**{**kw, "transfer_epochs": 2})
+    assert len(more) == 10
+
+
 def test_head_dropout_reaches_the_cifar_joint_energy_too():
     cfg = Config(method="steingan", model="joint", dataset="cifar10", width=8, code_dim=8, head_dropout=0.5)
     assert B.build_model(cfg, 3072, image_shape=(3, 32, 32)).head_dropout == 0.5

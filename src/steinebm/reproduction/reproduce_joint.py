@@ -14,18 +14,25 @@ Each generator is judged, beside the real training set, by
   ResNet-20); beside it the real training images and 500 real images repeated 100 times;
 - near-duplicates among 2,000 images, and a 10 x 20 grid (one row per digit) like the authors'
   ``mnist_samples.png``, scored as one split.
+
+Judging takes hours on a CPU (ten ResNet trainings on 50,000 images), so every measure of every
+image set is saved in ``OUT/scores/<set>.json`` as soon as it is taken: a stopped command, run
+again, trains nothing that is finished and takes only the measures still missing.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from steinebm.data import load_dataset
+from steinebm.data import fingerprint, load_dataset
+from steinebm.engine.checkpoint import checkpoint_step
 from steinebm.engine.config import Config
 from steinebm.errors import UserError
 from steinebm.naming import slug
@@ -70,6 +77,38 @@ def _balanced(n: int, k: int = 10) -> Tensor:
     return torch.arange(n) % k
 
 
+class _Measures:
+    """The measures of one image set kept in a JSON file, each written as soon as it is taken.
+    ``key`` says what was measured (the run's step, the image counts): a file with another key,
+    or one that cannot be read, is measured afresh.
+
+    >>> import tempfile
+    >>> m = _Measures(Path(tempfile.mkdtemp()) / "set.json", {"step": 5})
+    >>> m.take("answer", lambda: 42), m.take("answer", lambda: 0)
+    (42, 42)
+    >>> again, other = _Measures(m.path, {"step": 5}), _Measures(m.path, {"step": 6})
+    >>> again.take("answer", lambda: 0), other.take("answer", lambda: 0)
+    (42, 0)
+    """
+
+    def __init__(self, path: Path, key: dict[str, Any]) -> None:
+        self.path, self.key = path, key
+        try:
+            saved = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError):
+            saved = {}  # a file a kill cut short: its measures are taken again
+        self.values: dict[str, Any] = saved.get("values", {}) if saved.get("key") == key else {}
+
+    def take(self, measure: str, compute: Callable[[], Any]) -> Any:
+        if measure not in self.values:
+            self.values[measure] = compute()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps({"key": self.key, "values": self.values}))
+            tmp.replace(self.path)  # a kill leaves the old file or the new one, never half of one
+        return self.values[measure]
+
+
 def _judge(
     x: Tensor,
     y: Tensor,
@@ -79,23 +118,41 @@ def _judge(
     transfer_epochs: int,
     log: Callable[[str], None],
     name: str,
+    measures: _Measures,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Every measure of the module docstring for images x (n, 784) drawn with labels y (n,)."""
+    """Every measure of the module docstring for images x (n, 784) drawn with labels y (n,),
+    those already in ``measures`` read from it."""
     from steinebm.evaluation.likelihood import near_duplicate_fraction
     from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS, classifier_fid, label_agreement, score_images
 
-    row: dict[str, Any] = dict(score_images(x))
+    take = measures.take
+    row: dict[str, Any] = dict(take("scores", lambda: dict(score_images(x))))
     for c in MNIST_CLASSIFIERS:
-        row[f"{c}_label_agreement"] = label_agreement(x, y, c)
-        row[f"{c}_fid"] = classifier_fid(x[:fid_samples], test.x, c)
-    row["near_duplicates"] = near_duplicate_fraction(x)
-    for depth, blocks in TRANSFER_DEPTHS.items():
-        log(f"mnist-joint: {name}: training {depth} on {min(transfer_images, len(x)):,} images")
-        row[f"transfer_{depth}"] = _transfer(
-            x[:transfer_images], y[:transfer_images], test, blocks, transfer_epochs, device
-        )
+        row[f"{c}_label_agreement"] = take(f"{c}_label_agreement", partial(label_agreement, x, y, c))
+        row[f"{c}_fid"] = take(f"{c}_fid", partial(classifier_fid, x[:fid_samples], test.x, c))
+    row["near_duplicates"] = take("near_duplicates", lambda: near_duplicate_fraction(x))
+    row.update(_transfers(x[:transfer_images], y[:transfer_images], test, transfer_epochs, log, name, measures, device))
     return row
+
+
+def _transfers(
+    x: Tensor,
+    y: Tensor,
+    test: Any,
+    epochs: int,
+    log: Callable[[str], None],
+    name: str,
+    measures: _Measures,
+    device: str,
+) -> dict[str, float]:
+    """The train-on-these-images accuracy for each of :data:`TRANSFER_DEPTHS`."""
+
+    def train(depth: str) -> float:
+        log(f"mnist-joint: {name}: training {depth} on {len(x):,} images")
+        return _transfer(x, y, test, TRANSFER_DEPTHS[depth], epochs, device)
+
+    return {f"transfer_{d}": measures.take(f"transfer_{d}", partial(train, d)) for d in TRANSFER_DEPTHS}
 
 
 def _transfer(x: Tensor, y: Tensor, test: Any, blocks: int, epochs: int, device: str) -> float:
@@ -164,6 +221,12 @@ def mnist_joint(
 
     rows: dict[str, dict[str, Any]] = {}
     grid_y = torch.arange(GRID_ROWS).repeat_interleave(GRID_COLS)
+    settings = {"is_samples": is_samples, "fid_samples": fid_samples, "transfer_images": transfer_images}
+    settings["transfer_epochs"] = transfer_epochs
+
+    def measures(name: str, **key: Any) -> _Measures:
+        return _Measures(out / "scores" / f"{slug(name)}.json", {**settings, **key})
+
     for name, res in results.items():
         if res["diverged"]:
             rows[name] = {"diverged": res["diverged"]}
@@ -172,13 +235,17 @@ def mnist_joint(
         y = _balanced(is_samples)
         x = conditional_images(G, y)
         log(f"mnist-joint: judging {name}")
-        rows[name] = _judge(x, y, data.test, fid_samples, transfer_images, transfer_epochs, log, name, device)
+        step = checkpoint_step(res["out_dir"])
+        rows[name] = _judge(
+            x, y, data.test, fid_samples, transfer_images, transfer_epochs, log, name, measures(name, step=step), device
+        )
         grid = conditional_images(G, grid_y, seed=1, batch_size=len(grid_y))
         png = save_image_grid(grid, out / f"mnist-joint-{slug(name)}.png", MNIST_SHAPE, nrow=GRID_COLS)
         rows[name]["grid"] = png.name
         rows[name].update({f"grid_{k}": v for k, v in score_images(grid, n_splits=1).items() if "std" not in k})
     n_real = min(is_samples, len(data.train.x))
-    real = _judge(
+    real_name, data_id = "real training images", fingerprint(data)
+    rows[real_name] = _judge(
         data.train.x[:n_real],
         data.train.y[:n_real],
         data.test,
@@ -187,15 +254,14 @@ def mnist_joint(
         transfer_epochs,
         log,
         "the real training set",
+        measures(real_name, data=data_id),
         device,
     )
-    rows["real training images"] = real
     x_dup, y_dup = duplicate_baseline(data.train.x, data.train.y, n=duplicates[0], copies=duplicates[1], seed=0)
-    dup = {
-        f"transfer_{d}": _transfer(x_dup, y_dup, data.test, b, transfer_epochs, device)
-        for d, b in TRANSFER_DEPTHS.items()
-    }
-    rows[f"{duplicates[0]} real images x {duplicates[1]}"] = dup
+    dup_name = f"{duplicates[0]} real images x {duplicates[1]}"
+    rows[dup_name] = _transfers(
+        x_dup, y_dup, data.test, transfer_epochs, log, dup_name, measures(dup_name, data=data_id), device
+    )
     if theirs is not None:
         their = {f"grid_{k}": v for k, v in score_images(theirs, n_splits=1).items() if "std" not in k}
         from steinebm.evaluation.sample_scores import label_agreement
