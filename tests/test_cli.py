@@ -462,7 +462,8 @@ def test_a_step_or_config_is_read_without_the_weights(tmp_path, monkeypatch, cap
     full = load_checkpoint(run)
     header = checkpoint_header(run)
     assert header["step"] == full["step"] == 3 and header["config"] == full["config"]
-    assert set(header) == {"version", "step", "config", "rollbacks", "elapsed", "dim", "image_shape"}
+    assert set(header) == {"version", "digest", "step", "config", "rollbacks", "elapsed", "dim", "image_shape"}
+    assert header["digest"] == full["digest"]
 
     # the scores are computed once (a full read), then reused with no full read
     sc = cached_generator_scores(run, 20)

@@ -362,11 +362,24 @@ def test_reproduce_mnist_joint_resumes_its_scoring_where_it_stopped(tmp_path, da
     assert len(rest) == 7
     monkeypatch.setattr(J, "_transfer", lambda *a, **k: pytest.fail("measured again"))
     assert J.mnist_joint(**kw)["rows"] == first["rows"]
-    # more images to judge: every measure is taken afresh
+    # another training length for the networks: only their 10 trainings are taken again
+    import steinebm.evaluation.sample_scores as S
+
     more: list[int] = []
     monkeypatch.setattr(J, "_transfer", lambda *a, **k: more.append(a[3]) or 0.5)
+    monkeypatch.setattr(S, "classifier_fid", lambda *a, **k: pytest.fail("FID taken again"))
     J.mnist_joint(**{**kw, "transfer_epochs": 2})
     assert len(more) == 10
+    # a run trained again (to the same step): its images are new, every measure of it is retaken
+    import shutil
+
+    shutil.rmtree(tmp_path / "joint" / "dcgan")
+    fids: list[str] = []
+    monkeypatch.setattr(S, "classifier_fid", lambda *a, **k: fids.append(a[2]) or 1.0)
+    more.clear()
+    rows = J.mnist_joint(**{**kw, "transfer_epochs": 2})["rows"]
+    assert len(more) == 2 and fids == ["mnist", "mnist-lenet"]
+    assert rows["DCGAN"]["mnist_fid"] == 1.0 and rows["SteinGAN"]["mnist_fid"] == first["rows"]["SteinGAN"]["mnist_fid"]
 
 
 def test_head_dropout_reaches_the_cifar_joint_energy_too():

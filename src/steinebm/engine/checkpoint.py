@@ -279,14 +279,14 @@ def load_latest(run_dir: Path) -> tuple[dict[str, Any], str | None]:
 
 
 # the plain values of a training checkpoint, beside the modules' and optimizers' tensors
-HEADER_KEYS = ("version", "step", "config", "rollbacks", "elapsed", "dim", "image_shape")
+HEADER_KEYS = ("version", "digest", "step", "config", "rollbacks", "elapsed", "dim", "image_shape")
 
 
 def checkpoint_header(path: str | Path) -> dict[str, Any]:
-    """A training checkpoint's plain values (its step, config and counters: ``HEADER_KEYS``)
-    without reading its tensors: torch maps the file and unpickles only its small index, so the
-    tens of megabytes of a SteinGAN checkpoint's weights and Adam moments stay on disk. The
-    digest, which covers the tensors too, is not checked here: this is for what decides whether
+    """A training checkpoint's plain values (its step, config, counters and recorded digest:
+    ``HEADER_KEYS``) without reading its tensors: torch maps the file and unpickles only its small
+    index, so the tens of megabytes of a SteinGAN checkpoint's weights and Adam moments stay on
+    disk. The digest, which covers the tensors too, is not checked here: this is for what decides whether
     a later full read is needed (a cache's step, a finished run's config), never for what is
     loaded into a model. A file that cannot be read so gets :func:`load_checkpoint`'s one line."""
     file = _resolve(path)

@@ -32,14 +32,21 @@ import torch
 from torch import Tensor
 
 from steinebm.data import fingerprint, load_dataset
-from steinebm.engine.checkpoint import checkpoint_step
+from steinebm.engine.checkpoint import checkpoint_header
 from steinebm.engine.config import Config
 from steinebm.errors import UserError
 from steinebm.naming import slug
 from steinebm.reproduction.document import Block, claims_table, image_cell, page, table, text, write_page
 from steinebm.shapes import MNIST_SHAPE
 
-__all__ = ["JOINT_RUNS", "TRANSFER_DEPTHS", "mnist_joint", "mnist_joint_document", "conditional_images"]
+__all__ = [
+    "JOINT_RUNS",
+    "MEASURES_VERSION",
+    "TRANSFER_DEPTHS",
+    "mnist_joint",
+    "mnist_joint_document",
+    "conditional_images",
+]
 
 # name -> (preset, overrides)
 JOINT_RUNS: dict[str, tuple[str, list[str]]] = {
@@ -77,10 +84,17 @@ def _balanced(n: int, k: int = 10) -> Tensor:
     return torch.arange(n) % k
 
 
+# Raise when a measure changes (how images are drawn, a classifier, the ResNet's training): the
+# measures saved before are then taken afresh.
+MEASURES_VERSION = 1
+
+
 class _Measures:
     """The measures of one image set kept in a JSON file, each written as soon as it is taken.
-    ``key`` says what was measured (the run's step, the image counts): a file with another key,
-    or one that cannot be read, is measured afresh.
+    ``key`` says which images were measured (the checkpoint's digest, the data's fingerprint): a
+    file with another key, or one that cannot be read, is measured afresh. A measure's name holds
+    the settings it depends on (how many images), so changing one setting retakes only the
+    measures that depend on it.
 
     >>> import tempfile
     >>> m = _Measures(Path(tempfile.mkdtemp()) / "set.json", {"step": 5})
@@ -97,6 +111,8 @@ class _Measures:
             saved = json.loads(path.read_text()) if path.exists() else {}
         except (OSError, ValueError):
             saved = {}  # a file a kill cut short: its measures are taken again
+        if not isinstance(saved, dict):
+            saved = {}
         self.values: dict[str, Any] = saved.get("values", {}) if saved.get("key") == key else {}
 
     def take(self, measure: str, compute: Callable[[], Any]) -> Any:
@@ -126,19 +142,21 @@ def _judge(
     from steinebm.evaluation.likelihood import near_duplicate_fraction
     from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS, classifier_fid, label_agreement, score_images
 
-    take = measures.take
-    row: dict[str, Any] = dict(take("scores", lambda: dict(score_images(x))))
+    take, n = measures.take, f"of {len(x)}"
+    row: dict[str, Any] = dict(take(f"scores {n}", lambda: dict(score_images(x))))
     for c in MNIST_CLASSIFIERS:
-        row[f"{c}_label_agreement"] = take(f"{c}_label_agreement", partial(label_agreement, x, y, c))
-        row[f"{c}_fid"] = take(f"{c}_fid", partial(classifier_fid, x[:fid_samples], test.x, c))
-    row["near_duplicates"] = take("near_duplicates", lambda: near_duplicate_fraction(x))
-    row.update(_transfers(x[:transfer_images], y[:transfer_images], test, transfer_epochs, log, name, measures, device))
+        row[f"{c}_label_agreement"] = take(f"{c}_label_agreement {n}", partial(label_agreement, x, y, c))
+        fid = partial(classifier_fid, x[:fid_samples], test.x, c)
+        row[f"{c}_fid"] = take(f"{c}_fid {n}, first {fid_samples}", fid)
+    row["near_duplicates"] = take(f"near_duplicates {n}", lambda: near_duplicate_fraction(x))
+    row.update(_transfers(x, y, transfer_images, test, transfer_epochs, log, name, measures, device))
     return row
 
 
 def _transfers(
     x: Tensor,
     y: Tensor,
+    k: int,
     test: Any,
     epochs: int,
     log: Callable[[str], None],
@@ -146,13 +164,18 @@ def _transfers(
     measures: _Measures,
     device: str,
 ) -> dict[str, float]:
-    """The train-on-these-images accuracy for each of :data:`TRANSFER_DEPTHS`."""
+    """The accuracy of a network trained on the first ``k`` images, for each of
+    :data:`TRANSFER_DEPTHS`."""
+    k = min(k, len(x))
 
     def train(depth: str) -> float:
-        log(f"mnist-joint: {name}: training {depth} on {len(x):,} images")
-        return _transfer(x, y, test, TRANSFER_DEPTHS[depth], epochs, device)
+        log(f"mnist-joint: {name}: training {depth} on {k:,} images")
+        return _transfer(x[:k], y[:k], test, TRANSFER_DEPTHS[depth], epochs, device)
 
-    return {f"transfer_{d}": measures.take(f"transfer_{d}", partial(train, d)) for d in TRANSFER_DEPTHS}
+    return {
+        f"transfer_{d}": measures.take(f"transfer_{d} of {len(x)}, first {k}, {epochs} epochs", partial(train, d))
+        for d in TRANSFER_DEPTHS
+    }
 
 
 def _transfer(x: Tensor, y: Tensor, test: Any, blocks: int, epochs: int, device: str) -> float:
@@ -221,11 +244,11 @@ def mnist_joint(
 
     rows: dict[str, dict[str, Any]] = {}
     grid_y = torch.arange(GRID_ROWS).repeat_interleave(GRID_COLS)
-    settings = {"is_samples": is_samples, "fid_samples": fid_samples, "transfer_images": transfer_images}
-    settings["transfer_epochs"] = transfer_epochs
+    data_id = fingerprint(data)  # FID and the trained networks' accuracy are on its test set
 
     def measures(name: str, **key: Any) -> _Measures:
-        return _Measures(out / "scores" / f"{slug(name)}.json", {**settings, **key})
+        key = {"version": MEASURES_VERSION, "data": data_id, "device": device, **key}
+        return _Measures(out / "scores" / f"{slug(name)}.json", key)
 
     for name, res in results.items():
         if res["diverged"]:
@@ -235,16 +258,16 @@ def mnist_joint(
         y = _balanced(is_samples)
         x = conditional_images(G, y)
         log(f"mnist-joint: judging {name}")
-        step = checkpoint_step(res["out_dir"])
-        rows[name] = _judge(
-            x, y, data.test, fid_samples, transfer_images, transfer_epochs, log, name, measures(name, step=step), device
-        )
+        # the checkpoint's digest: a run trained again to the same step is other images
+        run = checkpoint_header(res["out_dir"])
+        saved = measures(name, step=run["step"], checkpoint=run["digest"])
+        rows[name] = _judge(x, y, data.test, fid_samples, transfer_images, transfer_epochs, log, name, saved, device)
         grid = conditional_images(G, grid_y, seed=1, batch_size=len(grid_y))
         png = save_image_grid(grid, out / f"mnist-joint-{slug(name)}.png", MNIST_SHAPE, nrow=GRID_COLS)
         rows[name]["grid"] = png.name
         rows[name].update({f"grid_{k}": v for k, v in score_images(grid, n_splits=1).items() if "std" not in k})
     n_real = min(is_samples, len(data.train.x))
-    real_name, data_id = "real training images", fingerprint(data)
+    real_name = "real training images"
     rows[real_name] = _judge(
         data.train.x[:n_real],
         data.train.y[:n_real],
@@ -254,13 +277,13 @@ def mnist_joint(
         transfer_epochs,
         log,
         "the real training set",
-        measures(real_name, data=data_id),
+        measures(real_name),
         device,
     )
     x_dup, y_dup = duplicate_baseline(data.train.x, data.train.y, n=duplicates[0], copies=duplicates[1], seed=0)
     dup_name = f"{duplicates[0]} real images x {duplicates[1]}"
     rows[dup_name] = _transfers(
-        x_dup, y_dup, data.test, transfer_epochs, log, dup_name, measures(dup_name, data=data_id), device
+        x_dup, y_dup, len(x_dup), data.test, transfer_epochs, log, dup_name, measures(dup_name), device
     )
     if theirs is not None:
         their = {f"grid_{k}": v for k, v in score_images(theirs, n_splits=1).items() if "std" not in k}
