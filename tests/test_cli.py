@@ -451,7 +451,7 @@ def test_a_step_or_config_is_read_without_the_weights(tmp_path, monkeypatch, cap
     weights are damaged (their bytes are never read, let alone checked), while every loader
     refuses that file; and a generator's cached scores are reused without a full read."""
     from steinebm.cli import main
-    from steinebm.engine.checkpoint import checkpoint_header, checkpoint_step, load_checkpoint
+    from steinebm.engine.checkpoint import checkpoint_header, checkpoint_step, content_digest, load_checkpoint
     from steinebm.errors import UserError
     from steinebm.reproduction.reproduce import cached_generator_scores
 
@@ -463,13 +463,22 @@ def test_a_step_or_config_is_read_without_the_weights(tmp_path, monkeypatch, cap
     header = checkpoint_header(run)
     assert header["step"] == full["step"] == 3 and header["config"] == full["config"]
     assert set(header) == {"version", "digest", "step", "config", "rollbacks", "elapsed", "dim", "image_shape"}
-    assert header["digest"] == full["digest"]
+    assert header["digest"] == content_digest(full)  # the digest of the content, recomputed
+    real_load = torch.load
+
+    def without_mmap(*a, **k):
+        if k.get("mmap"):
+            raise RuntimeError("no mapped reads here")
+        return real_load(*a, **k)
+
+    monkeypatch.setattr(torch, "load", without_mmap)
+    assert checkpoint_header(run) == header  # the full read's header, digest included
+    monkeypatch.setattr(torch, "load", real_load)
 
     # the scores are computed once (a full read), then reused with no full read
     sc = cached_generator_scores(run, 20)
     assert sc["step"] == 3
     loads = []
-    real_load = torch.load
 
     def recording_load(*a, **k):
         loads.append(bool(k.get("mmap")))

@@ -298,7 +298,8 @@ def checkpoint_header(path: str | Path) -> dict[str, Any]:
             raise ValueError(file)
         return {k: ck[k] for k in HEADER_KEYS if k in ck}
     except Exception:
-        return {k: v for k, v in load_checkpoint(file).items() if k in HEADER_KEYS}  # raises the reason
+        full = load_checkpoint(file)  # raises the reason; it checked that the content matches the digest
+        return {**{k: v for k, v in full.items() if k in HEADER_KEYS}, "digest": content_digest(full)}
 
 
 def checkpoint_step(path: str | Path) -> int:
