@@ -344,6 +344,13 @@ def test_reproduce_mnist_joint_resumes_its_scoring_where_it_stopped(tmp_path, da
         log=lambda s: None,
     )
     real_transfer, calls = J._transfer, []
+    # before any run is trained, --no-train judges the real images only (2 sets x 2 depths)
+    monkeypatch.setattr(J, "_transfer", lambda *a, **k: calls.append(a[3]) or real_transfer(*a, **k))
+    early = J.mnist_joint(**kw, train=False)
+    assert calls == [1, 3, 1, 3] and not (tmp_path / "joint" / "steingan").exists()
+    assert all(early["rows"][name] == {"not_finished": True} for name in J.JOINT_RUNS)
+    assert "| DCGAN | not finished |" in (tmp_path / "joint" / "mnist-joint.md").read_text()
+    calls.clear()
 
     def stops_at_the_fourth(*a, **k):
         if len(calls) == 3:
@@ -355,11 +362,12 @@ def test_reproduce_mnist_joint_resumes_its_scoring_where_it_stopped(tmp_path, da
     with pytest.raises(KeyboardInterrupt):
         J.mnist_joint(**kw)
     assert calls == [1, 3, 1]  # SteinGAN's two depths, then one of the second set's
-    # 5 image sets x 2 depths in all: the second call trains the 7 that are missing
+    # 5 image sets x 2 depths in all, 4 taken before and 3 now: the next call trains the other 3
     rest: list[int] = []
     monkeypatch.setattr(J, "_transfer", lambda *a, **k: rest.append(a[3]) or real_transfer(*a, **k))
     first = J.mnist_joint(**kw)
-    assert len(rest) == 7
+    assert rest == [3, 1, 3]
+    assert first["rows"]["real training images"] == early["rows"]["real training images"]
     monkeypatch.setattr(J, "_transfer", lambda *a, **k: pytest.fail("measured again"))
     assert J.mnist_joint(**kw)["rows"] == first["rows"]
     # another training length for the networks: only their 10 trainings are taken again

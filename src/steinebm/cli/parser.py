@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--no-train",
         action="store_true",
-        help="fig1c-ablation, fig1c-length: train nothing; report the runs as far as they are trained",
+        help="fig1c-ablation, fig1c-length: train nothing; report the runs as far as they are trained "
+        "(mnist-joint: judge the finished runs and the real images)",
     )
     r.add_argument(
         "--fid-weights",

@@ -32,8 +32,10 @@ def reproduce(a: argparse.Namespace) -> int:
         "mnist-joint",
     ):
         raise UserError(f"--authors-grid is scored beside fig1c or fig1d's panels, not {a.figure}'s: drop it")
-    if a.no_train and a.figure not in ("fig1c-ablation", "fig1c-length"):
-        raise UserError(f"--no-train reads fig1c-ablation's or fig1c-length's runs, not {a.figure}'s: drop it")
+    if a.no_train and a.figure not in ("fig1c-ablation", "fig1c-length", "mnist-joint"):
+        raise UserError(
+            f"--no-train reads fig1c-ablation's, fig1c-length's or mnist-joint's runs, not {a.figure}'s: drop it"
+        )
     if a.figure == "fig2" and a.dataset is not None:
         raise UserError("reproduce fig2 trains on CIFAR-10 only: drop --dataset (point --data-dir at CIFAR-10)")
     dataset = a.dataset or "mnist"
@@ -66,6 +68,7 @@ def reproduce(a: argparse.Namespace) -> int:
             transfer_images=a.transfer_images,
             transfer_epochs=a.transfer_epochs,
             authors_grid=a.authors_grid,
+            train=not a.no_train,
             **{k: v for k, v in common.items() if k != "epochs"},
         )
     elif a.figure == "hais":

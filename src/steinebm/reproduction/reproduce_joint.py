@@ -103,6 +103,14 @@ class _Measures:
     >>> again, other = _Measures(m.path, {"step": 5}), _Measures(m.path, {"step": 6})
     >>> again.take("answer", lambda: 0), other.take("answer", lambda: 0)
     (42, 0)
+
+    Two commands judging the same set at once each keep what the other saved:
+
+    >>> a, b = _Measures(m.path, {"step": 6}), _Measures(m.path, {"step": 6})
+    >>> a.take("x", lambda: 1), b.take("y", lambda: 2)
+    (1, 2)
+    >>> sorted(_Measures(m.path, {"step": 6}).values)
+    ['answer', 'x', 'y']
     """
 
     def __init__(self, path: Path, key: dict[str, Any]) -> None:
@@ -117,7 +125,10 @@ class _Measures:
 
     def take(self, measure: str, compute: Callable[[], Any]) -> Any:
         if measure not in self.values:
-            self.values[measure] = compute()
+            value = compute()
+            # another command may have judged this set meanwhile (one with --no-train beside a
+            # training): keep what it saved too
+            self.values = {**_Measures(self.path, self.key).values, **self.values, measure: value}
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(self.path.name + ".tmp")
             tmp.write_text(json.dumps({"key": self.key, "values": self.values}))
@@ -205,11 +216,16 @@ def mnist_joint(
     duplicates: tuple[int, int] = (500, 100),
     eval_samples: int | None = None,
     log: Callable[[str], None] = print,
+    train: bool = True,
 ) -> dict[str, Any]:
     """Train the three runs of :data:`JOINT_RUNS` (resuming any that are unfinished), judge each
     generator and the real data, and write mnist-joint.md, summary.json and the grids.
     ``duplicates``: the paper's baseline of (n real images, each repeated k times);
-    ``eval_samples``: images scored at each of a run's evaluations (default: the presets')."""
+    ``eval_samples``: images scored at each of a run's evaluations (default: the presets').
+
+    Without ``train``, nothing is trained: the finished runs and the real images are judged and
+    the other runs are listed as not finished. Run beside a training that is still under way, it
+    puts an idle core to the hours of judging that do not wait for it."""
     import dataclasses
 
     from steinebm.engine.build import load_generator
@@ -217,7 +233,7 @@ def mnist_joint(
     from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS, read_grid, score_images
     from steinebm.evaluation.transfer import duplicate_baseline
     from steinebm.grids import save_image_grid
-    from steinebm.reproduction.runs import run_many
+    from steinebm.reproduction.runs import _run_is_complete, run_many
 
     if dataset not in ("mnist", "mnist-embedded"):
         raise UserError(f"mnist-joint is MNIST's experiment (its classifiers judge digits), not {dataset}'s")
@@ -240,9 +256,11 @@ def mnist_joint(
         )
         cfgs[name] = dataclasses.replace(cfg, data_dir=data_dir, out_dir=str(out / slug(name)))
     out.mkdir(parents=True, exist_ok=True)
+    if not train:
+        cfgs = {name: cfg for name, cfg in cfgs.items() if _run_is_complete(cfg) is not None}
     results = dict(zip(cfgs, run_many(list(cfgs.values()), jobs, log)))
 
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[str, dict[str, Any]] = {name: {"not_finished": True} for name in JOINT_RUNS if name not in results}
     grid_y = torch.arange(GRID_ROWS).repeat_interleave(GRID_COLS)
     data_id = fingerprint(data)  # FID and the trained networks' accuracy are on its test set
 
@@ -340,7 +358,7 @@ def _claims(rows: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
 
 def mnist_joint_document(summary: dict[str, Any]) -> list[Block]:
     """The page of ``reproduce mnist-joint``: every measure of each generator and of the real
-    images (a diverged run says so), its grid, and the paper's claims judged."""
+    images (a diverged or unfinished run says so), its grid, and the paper's claims judged."""
     from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS
 
     def cell(name: str, row: dict[str, Any], key: str, fmt: str) -> str | dict[str, str]:
@@ -361,6 +379,8 @@ def mnist_joint_document(summary: dict[str, Any]) -> list[Block]:
     for name, row in summary["rows"].items():
         if "diverged" in row:
             rows.append([name, f"diverged: {row['diverged']}", *[""] * (len(cols) - 1)])
+        elif "not_finished" in row:
+            rows.append([name, "not finished", *[""] * (len(cols) - 1)])
         else:
             rows.append([name, *(cell(name, row, k, f) for _, k, f in cols)])
     return [
