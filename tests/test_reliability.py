@@ -209,6 +209,37 @@ def test_resume_removes_a_probe_and_temps_a_kill_left_but_nothing_else(tmp_path,
     assert (run / "user-data.tmp").read_text() == "mine"
 
 
+def test_a_folder_another_process_trains_is_refused_and_left_as_it_is(tmp_path, data, capsys):
+    """Two trainings of one folder at once would overwrite each other's checkpoints, and the
+    second's start would remove the temp files the first is writing: the second is refused in one
+    line, with exit status 2, and the folder is left byte for byte; once the first has ended (its
+    lock goes with it), the same command trains."""
+    import fcntl
+    import os
+
+    cfg = _cfg(tmp_path, "run", max_steps=2)
+    T.train(cfg, dataset=data)
+    run = Path(cfg.out_dir)
+    (run / "checkpoint.ptabc123.tmp").write_bytes(b"\0" * 100)  # the other process's write under way
+    before = _tree(run)
+    other = os.open(run, os.O_RDONLY)  # another open of the folder, as another process makes
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code = main(["train", *_args(run, max_steps=4), "--resume"])
+        line = _one_error_line(capsys.readouterr().err)
+        assert code == 2 and f"{run} is being trained by another process now" in line
+        assert _tree(run) == before
+    finally:
+        os.close(other)  # the other training ends
+    assert main(["train", *_args(run, max_steps=4), "--resume"]) == 0
+    assert C.checkpoint_step(run) == 4 and not (run / "checkpoint.ptabc123.tmp").exists()
+    probe = os.open(run, os.O_RDONLY)  # the finished training holds the folder no longer
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(probe)
+
+
 # --- a blow-up without a NaN --------------------------------------------------------------------
 
 

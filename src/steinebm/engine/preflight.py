@@ -1,9 +1,10 @@
-"""Checks before the first step: the run folder is a steinebm run (or new and empty), writable and
-large enough for the checkpoints; a fresh run that fails before its first checkpoint leaves
-nothing behind."""
+"""Checks before the first step: the run folder is a steinebm run (or new and empty), writable,
+trained by no other process and large enough for the checkpoints; a fresh run that fails before
+its first checkpoint leaves nothing behind."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -33,6 +34,8 @@ __all__ = [
     "CONFIG_HEADER",
     "check_run_folder",
     "check_writable",
+    "hold_run_folder",
+    "release_run_folder",
     "remove_start",
     "checkpoint_bytes",
     "check_free_space",
@@ -70,6 +73,7 @@ class RunStart:
     created: list[Path] = field(default_factory=list)
     wrote: list[Path] = field(default_factory=list)
     saved: bool = False
+    held: int | None = None  # the run folder's lock (:func:`hold_run_folder`)
 
 
 # what a steinebm start leaves in its run folder before the first checkpoint (a failed start
@@ -123,6 +127,37 @@ def check_run_folder(out: Path, resume: bool) -> None:
             raise UserError(
                 f"out_dir {out} is not empty and is not a steinebm run (it holds {shown}): choose a new or empty folder"
             )
+
+
+def hold_run_folder(out: Path) -> int | None:
+    """Lock the existing folder ``out`` for this process's training: an advisory ``flock`` on the
+    folder itself, which the system releases when the process ends however it ends, so no stale
+    lock is ever left. A second process that would train the same folder at the same time (it
+    would overwrite the first's checkpoints and remove the files it is writing) gets a one-line
+    error instead. Returns the descriptor to pass to :func:`release_run_folder`; None where the
+    system or the file system offers no such lock."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return None
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise UserError(
+                f"{out} is being trained by another process now: wait for it to end, or stop it first "
+                "(one training per run folder at a time)"
+            ) from None
+        return None  # a file system without locks (some network ones): train unguarded, as before
+    return fd
+
+
+def release_run_folder(held: int | None) -> None:
+    """Give up the lock :func:`hold_run_folder` took (None: nothing to release)."""
+    if held is not None:
+        os.close(held)
 
 
 def check_writable(out: Path) -> list[Path]:

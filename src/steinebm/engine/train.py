@@ -57,7 +57,9 @@ from steinebm.engine.preflight import (
     check_writable,
     checkpoint_bytes,
     config_diff,
+    hold_run_folder,
     on_main,
+    release_run_folder,
     remove_start,
     resolve_device,
 )
@@ -115,6 +117,7 @@ def train(cfg: Config, resume: bool = False, dataset: Dataset | None = None) -> 
             remove_start(start)
         raise
     finally:
+        release_run_folder(start.held)
         torch.set_flush_denormal(False)  # the process's default again
         if owns_group:
             ranks.close()
@@ -132,6 +135,7 @@ def _train(
     def check_folder() -> None:
         check_run_folder(out, resume)
         start.created = check_writable(out)
+        start.held = hold_run_folder(out)  # before anything in it is removed or written
         if cfg.tensorboard:
             summary_writer_class()
 
