@@ -277,6 +277,21 @@ def test_classifier_fid_is_the_frechet_distance_of_the_last_hidden_layer(data):
         assert label_agreement(a, data.train.y[:1200], name) == pytest.approx(agree)
 
 
+# reproduce mnist-joint at the smallest size it takes (200 images: its 10 x 20 grid)
+SMALL_JOINT = dict(
+    dataset="mnist-embedded",
+    epochs=1,
+    n_train=200,
+    jobs=1,
+    is_samples=200,
+    fid_samples=200,
+    transfer_images=200,
+    transfer_epochs=1,
+    eval_samples=0,
+    log=lambda s: None,
+)
+
+
 def test_reproduce_mnist_joint_small(tmp_path, data):
     from PIL import Image
 
@@ -286,21 +301,7 @@ def test_reproduce_mnist_joint_small(tmp_path, data):
     tiles = np.concatenate([np.concatenate(list(row), axis=1) for row in digits], axis=0)  # 280 x 560
     theirs = tmp_path / "theirs.png"
     Image.fromarray((tiles * 255).round().astype(np.uint8)).save(theirs)
-    summary = mnist_joint(
-        out=tmp_path / "joint",
-        dataset="mnist-embedded",
-        epochs=1,
-        n_train=200,
-        jobs=1,
-        is_samples=200,
-        fid_samples=200,
-        transfer_images=200,
-        transfer_epochs=1,
-        authors_grid=theirs,
-        duplicates=(20, 10),
-        eval_samples=0,
-        log=lambda s: None,
-    )
+    summary = mnist_joint(out=tmp_path / "joint", **SMALL_JOINT, authors_grid=theirs, duplicates=(20, 10))
     rows = summary["rows"]
     assert list(rows) == [
         "SteinGAN",
@@ -329,20 +330,7 @@ def test_reproduce_mnist_joint_resumes_its_scoring_where_it_stopped(tmp_path, da
     missing: each ResNet training (the costly measure) is saved as soon as it is done."""
     from steinebm.reproduction import reproduce_joint as J
 
-    kw = dict(
-        out=tmp_path / "joint",
-        dataset="mnist-embedded",
-        epochs=1,
-        n_train=200,
-        jobs=1,
-        is_samples=200,
-        fid_samples=200,
-        transfer_images=200,
-        transfer_epochs=1,
-        duplicates=(10, 10),
-        eval_samples=0,
-        log=lambda s: None,
-    )
+    kw = dict(out=tmp_path / "joint", **SMALL_JOINT, duplicates=(10, 10))
     real_transfer, calls = J._transfer, []
     # before any run is trained, --no-train judges the real images only (2 sets x 2 depths)
     monkeypatch.setattr(J, "_transfer", lambda *a, **k: calls.append(a[3]) or real_transfer(*a, **k))
