@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from steinebm.data import fingerprint, load_dataset
-from steinebm.engine.checkpoint import checkpoint_header
+from steinebm.engine.checkpoint import atomic_write, checkpoint_header
 from steinebm.engine.config import Config
 from steinebm.errors import UserError
 from steinebm.naming import slug
@@ -130,9 +130,8 @@ class _Measures:
             # training): keep what it saved too
             self.values = {**_Measures(self.path, self.key).values, **self.values, measure: value}
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(json.dumps({"key": self.key, "values": self.values}))
-            tmp.replace(self.path)  # a kill leaves the old file or the new one, never half of one
+            text = json.dumps({"key": self.key, "values": self.values}).encode()
+            atomic_write(self.path, lambda fh: fh.write(text))  # a temp file of its own per writer
         return self.values[measure]
 
 
