@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from steinebm.data import load_dataset
-from steinebm.engine.checkpoint import CHECKPOINT, checkpoint_step, load_checkpoint
+from steinebm.engine.checkpoint import CHECKPOINT, atomic_write, checkpoint_step, load_checkpoint
 from steinebm.engine.config import Config
 from steinebm.engine.config_file import load_config
 from steinebm.naming import slug
 from steinebm.reproduction.document import images, page, strong, table, text, write_page
 from steinebm.reproduction.reproduce import PAPER_FIG1, _mnist_only, grid_cells
-from steinebm.reproduction.runs import _run_is_complete, read_run, run_many
+from steinebm.reproduction.runs import finished_record, read_run, run_many
 from steinebm.shapes import MNIST_SHAPE
 
 __all__ = ["fig1c_length", "fig1c_ablation", "LENGTH_RUNS", "RECIPE_ABLATIONS"]
@@ -250,14 +250,15 @@ def _generated_scores(run_dir: str | Path, n: int) -> dict[str, float]:
     from steinebm.evaluation.sample_scores import generated_images, grid_scores, score_images
 
     path = Path(run_dir) / "sample_scores.json"
-    step = checkpoint_step(run_dir)
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("step") == step and saved.get("n_images") == n:
+        if saved.get("step") == checkpoint_step(run_dir) and saved.get("n_images") == n:
             return saved  # type: ignore[no-any-return]
-    x = generated_images(load_generator(run_dir), n)
-    scores: dict[str, Any] = {**score_images(x), **grid_scores(x), "step": step, "n_images": n}
-    path.write_text(json.dumps(scores))
+    ck = load_checkpoint(run_dir)  # read once: the step and the weights come from the same file
+    x = generated_images(load_generator(run_dir, ck), n)
+    scores: dict[str, Any] = {**score_images(x), **grid_scores(x), "step": int(ck["step"]), "n_images": n}
+    # whole or not at all: a kill while writing must not leave a file the next call cannot parse
+    atomic_write(path, lambda fh: fh.write(json.dumps(scores).encode()))
     return scores
 
 
@@ -308,7 +309,7 @@ def fig1c_ablation(
     out.mkdir(parents=True, exist_ok=True)
     wanted = [c for cfgs in rows.values() for c in cfgs]
     if not train:
-        wanted = [c for c in wanted if _run_is_complete(c) is not None]
+        wanted = [c for c in wanted if finished_record(c) is not None]
     results = run_many(wanted, jobs, log)
     by_dir = {r["out_dir"]: r for r in results}
     by_row: dict[str, Any] = {}

@@ -232,7 +232,7 @@ def mnist_joint(
     from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS, read_grid, score_images
     from steinebm.evaluation.transfer import duplicate_baseline
     from steinebm.grids import save_image_grid
-    from steinebm.reproduction.runs import _run_is_complete, run_many
+    from steinebm.reproduction.runs import finished_record, run_many
 
     if dataset not in ("mnist", "mnist-embedded"):
         raise UserError(f"mnist-joint is MNIST's experiment (its classifiers judge digits), not {dataset}'s")
@@ -256,7 +256,7 @@ def mnist_joint(
         cfgs[name] = dataclasses.replace(cfg, data_dir=data_dir, out_dir=str(out / slug(name)))
     out.mkdir(parents=True, exist_ok=True)
     if not train:
-        cfgs = {name: cfg for name, cfg in cfgs.items() if _run_is_complete(cfg) is not None}
+        cfgs = {name: cfg for name, cfg in cfgs.items() if finished_record(cfg) is not None}
     results = dict(zip(cfgs, run_many(list(cfgs.values()), jobs, log)))
 
     rows: dict[str, dict[str, Any]] = {name: {"not_finished": True} for name in JOINT_RUNS if name not in results}

@@ -22,7 +22,7 @@ from steinebm.engine.runlog import read_metrics
 from steinebm.engine.train import train
 from steinebm.errors import DivergenceError, UserError
 
-__all__ = ["run_many", "read_run"]
+__all__ = ["run_many", "read_run", "finished_record"]
 
 
 def _check_same_run(cfg: Config) -> None:
@@ -42,7 +42,9 @@ def _check_same_run(cfg: Config) -> None:
         check_same_data(saved, _worker_fingerprint(cfg), what, "use another --out")
 
 
-def _run_is_complete(cfg: Config) -> dict[str, Any] | None:
+def finished_record(cfg: Config) -> dict[str, Any] | None:
+    """The last evaluation record of ``cfg``'s run if it has been trained to ``cfg.epochs``
+    (None if it is not started or not finished)."""
     ck = Path(cfg.out_dir) / CHECKPOINT
     if not ck.exists():
         return None
@@ -57,7 +59,7 @@ def _run(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     cfg = Config(**cfg_dict)
     diverged = None
     _check_same_run(cfg)
-    if _run_is_complete(cfg) is None:
+    if finished_record(cfg) is None:
         resume = (Path(cfg.out_dir) / CHECKPOINT).exists()
         try:
             train(cfg, resume=resume, dataset=_worker_data(cfg))
