@@ -398,3 +398,33 @@ def test_batch_mode_codes_drop_out_the_input_as_the_energy_does():
     assert not torch.equal(codes(x), a)  # another draw, another mask
     f.eval()
     torch.testing.assert_close(_feature_codes(f, "eval")(x), f.encoder(x.reshape(10, 1, 28, 28)))
+
+
+def test_reproduce_mnist_joint_judges_sets_in_parallel_as_in_one_process(tmp_path, data):
+    """With jobs > 1 the image sets are judged in worker processes, one torch thread each; at one
+    thread here too, every measure of every set comes out the same, bit for bit."""
+    import shutil
+
+    from steinebm.reproduction.reproduce_joint import mnist_joint
+
+    kw = dict(SMALL_JOINT, duplicates=(10, 10))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = mnist_joint(out=tmp_path / "a", **kw)["rows"]
+    finally:
+        torch.set_num_threads(threads)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "scores")  # nothing saved: every measure taken afresh
+    (tmp_path / "b" / "mnist-joint-steingan.png").unlink()
+    together = mnist_joint(out=tmp_path / "b", **{**kw, "jobs": 2}, train=False)["rows"]
+    assert list(together) == list(alone) and together == alone
+    assert (tmp_path / "b" / "mnist-joint-steingan.png").exists()
+    saved = sorted(p.name for p in (tmp_path / "b" / "scores").iterdir())
+    assert saved == [
+        "10-real-images-x-10.json",
+        "dcgan.json",
+        "real-training-images.json",
+        "steingan-without-kernel.json",
+        "steingan.json",
+    ]

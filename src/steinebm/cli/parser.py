@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, default=3)
     r.add_argument("--epochs", type=int, help="epochs per run (default 20; fig2: the scale's)")
     r.add_argument("--no-sweep", action="store_true", help="skip the hyper-parameter sweep; use defaults")
-    r.add_argument("--jobs", type=int, default=2, help="runs in parallel (default 2)")
+    r.add_argument("--jobs", type=int, default=2, help="runs (mnist-joint: and image sets judged) at once (default 2)")
     r.add_argument("--methods", help="fig1a: comma-separated subset, e.g. 'CD-1,SteinCD'")
     r.add_argument("--fig1b-dir", default="runs/fig1b", help="fig1c/fig1d: where fig1b's runs are (default runs/fig1b)")
     r.add_argument("--alphas", help="fig1b: comma-separated alpha values (default 0,0.1,0.25,0.5,0.75,1)")

@@ -17,7 +17,9 @@ Each generator is judged, beside the real training set, by
 
 Judging takes hours on a CPU (ten ResNet trainings on 50,000 images), so every measure of every
 image set is saved in ``OUT/scores/<set>.json`` as soon as it is taken: a stopped command, run
-again, trains nothing that is finished and takes only the measures still missing.
+again, trains nothing that is finished and takes only the measures still missing. The image sets
+do not depend on each other: with ``jobs`` > 1 they are judged that many at a time, in worker
+processes of one torch thread each.
 """
 
 from __future__ import annotations
@@ -135,6 +137,68 @@ class _Measures:
         return self.values[measure]
 
 
+def _judge_sets(
+    tasks: list[dict[str, Any]], jobs: int, data: Any, log: Callable[[str], None]
+) -> dict[str, dict[str, Any]]:
+    """Judge every image set of ``tasks`` (see :func:`_judge_set`), ``jobs`` at a time: in this
+    process when ``jobs`` is 1, else in worker processes with one torch thread each (each set is
+    hours of one thread on a CPU, and the sets do not depend on each other)."""
+    if jobs <= 1 or len(tasks) <= 1:
+        return {t["name"]: _judge_set(t, data, log) for t in tasks}
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=get_context("spawn")) as pool:
+        return dict(zip([t["name"] for t in tasks], pool.map(_judge_set_worker, tasks)))
+
+
+def _judge_set_worker(task: dict[str, Any]) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    return _judge_set(task, None, print)
+
+
+def _judge_set(task: dict[str, Any], data: Any, log: Callable[[str], None]) -> dict[str, Any]:
+    """One image set's row: a generator's (``run_dir``: its images, every measure, its grid), the
+    real training images' (``n_real``) or the duplicated few's (``copies``: the trained networks
+    only). ``data`` is the dataset (None: read here, in a worker)."""
+    from steinebm.engine.build import load_generator
+    from steinebm.evaluation.sample_scores import score_images
+    from steinebm.evaluation.transfer import duplicate_baseline
+    from steinebm.grids import save_image_grid
+
+    if data is None:
+        data = load_dataset(task["dataset"], task["data_dir"])
+    out, name, device = Path(task["out"]), task["name"], task["device"]
+    key: dict[str, Any] = {"version": MEASURES_VERSION, "data": task["data_id"], "device": device}
+    settings = (task["fid_samples"], task["transfer_images"], task["transfer_epochs"], log, name)
+    if "run_dir" in task:
+        G = load_generator(task["run_dir"]).to(device)
+        y = _balanced(task["is_samples"])
+        x = conditional_images(G, y)
+        log(f"mnist-joint: judging {name}")
+        # the checkpoint's digest: a run trained again to the same step is other images
+        run = checkpoint_header(task["run_dir"])
+        saved = _Measures(
+            out / "scores" / f"{slug(name)}.json", {**key, "step": run["step"], "checkpoint": run["digest"]}
+        )
+        row = _judge(x, y, data.test, *settings, saved, device)
+        grid_y = torch.arange(GRID_ROWS).repeat_interleave(GRID_COLS)
+        grid = conditional_images(G, grid_y, seed=1, batch_size=len(grid_y))
+        png = save_image_grid(grid, out / f"mnist-joint-{slug(name)}.png", MNIST_SHAPE, nrow=GRID_COLS)
+        row["grid"] = png.name
+        row.update({f"grid_{k}": v for k, v in score_images(grid, n_splits=1).items() if "std" not in k})
+        return row
+    saved = _Measures(out / "scores" / f"{slug(name)}.json", key)
+    if "n_real" in task:
+        n = task["n_real"]
+        return _judge(
+            data.train.x[:n], data.train.y[:n], data.test, *settings[:4], "the real training set", saved, device
+        )
+    n, copies = task["copies"]
+    x_dup, y_dup = duplicate_baseline(data.train.x, data.train.y, n=n, copies=copies, seed=0)
+    return dict(_transfers(x_dup, y_dup, len(x_dup), data.test, task["transfer_epochs"], log, name, saved, device))
+
+
 def _judge(
     x: Tensor,
     y: Tensor,
@@ -227,11 +291,8 @@ def mnist_joint(
     puts an idle core to the hours of judging that do not wait for it."""
     import dataclasses
 
-    from steinebm.engine.build import load_generator
     from steinebm.engine.config_file import load_config
     from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS, read_grid, score_images
-    from steinebm.evaluation.transfer import duplicate_baseline
-    from steinebm.grids import save_image_grid
     from steinebm.reproduction.runs import finished_record, run_many
 
     if dataset not in ("mnist", "mnist-embedded"):
@@ -260,49 +321,21 @@ def mnist_joint(
     results = dict(zip(cfgs, run_many(list(cfgs.values()), jobs, log)))
 
     rows: dict[str, dict[str, Any]] = {name: {"not_finished": True} for name in JOINT_RUNS if name not in results}
-    grid_y = torch.arange(GRID_ROWS).repeat_interleave(GRID_COLS)
-    data_id = fingerprint(data)  # FID and the trained networks' accuracy are on its test set
-
-    def measures(name: str, **key: Any) -> _Measures:
-        key = {"version": MEASURES_VERSION, "data": data_id, "device": device, **key}
-        return _Measures(out / "scores" / f"{slug(name)}.json", key)
-
+    # one task per image set: each generator, the real training images, the duplicated few
+    common = dict(
+        out=str(out), dataset=dataset, data_dir=data_dir, data_id=fingerprint(data), device=device,
+        is_samples=is_samples, fid_samples=fid_samples, transfer_images=transfer_images,
+        transfer_epochs=transfer_epochs,
+    )  # fmt: skip
+    tasks = [dict(common, name=name, run_dir=res["out_dir"]) for name, res in results.items() if not res["diverged"]]
+    tasks.append(dict(common, name="real training images", n_real=min(is_samples, len(data.train.x))))
+    tasks.append(dict(common, name=f"{duplicates[0]} real images x {duplicates[1]}", copies=duplicates))
+    judged = _judge_sets(tasks, jobs, data, log)
     for name, res in results.items():
-        if res["diverged"]:
-            rows[name] = {"diverged": res["diverged"]}
-            continue
-        G = load_generator(res["out_dir"]).to(device)
-        y = _balanced(is_samples)
-        x = conditional_images(G, y)
-        log(f"mnist-joint: judging {name}")
-        # the checkpoint's digest: a run trained again to the same step is other images
-        run = checkpoint_header(res["out_dir"])
-        saved = measures(name, step=run["step"], checkpoint=run["digest"])
-        rows[name] = _judge(x, y, data.test, fid_samples, transfer_images, transfer_epochs, log, name, saved, device)
-        grid = conditional_images(G, grid_y, seed=1, batch_size=len(grid_y))
-        png = save_image_grid(grid, out / f"mnist-joint-{slug(name)}.png", MNIST_SHAPE, nrow=GRID_COLS)
-        rows[name]["grid"] = png.name
-        rows[name].update({f"grid_{k}": v for k, v in score_images(grid, n_splits=1).items() if "std" not in k})
-    n_real = min(is_samples, len(data.train.x))
-    real_name = "real training images"
-    rows[real_name] = _judge(
-        data.train.x[:n_real],
-        data.train.y[:n_real],
-        data.test,
-        fid_samples,
-        transfer_images,
-        transfer_epochs,
-        log,
-        "the real training set",
-        measures(real_name),
-        device,
-    )
-    x_dup, y_dup = duplicate_baseline(data.train.x, data.train.y, n=duplicates[0], copies=duplicates[1], seed=0)
-    dup_name = f"{duplicates[0]} real images x {duplicates[1]}"
-    rows[dup_name] = _transfers(
-        x_dup, y_dup, len(x_dup), data.test, transfer_epochs, log, dup_name, measures(dup_name), device
-    )
+        rows[name] = {"diverged": res["diverged"]} if res["diverged"] else judged.pop(name)
+    rows.update(judged)  # the real images' rows, after the generators'
     if theirs is not None:
+        grid_y = torch.arange(GRID_ROWS).repeat_interleave(GRID_COLS)
         their = {f"grid_{k}": v for k, v in score_images(theirs, n_splits=1).items() if "std" not in k}
         from steinebm.evaluation.sample_scores import label_agreement
 
