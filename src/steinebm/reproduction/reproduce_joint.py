@@ -169,8 +169,9 @@ def _judge_set(task: dict[str, Any], data: Any, log: Callable[[str], None]) -> d
     if data is None:
         data = load_dataset(task["dataset"], task["data_dir"])
     out, name, device = Path(task["out"]), task["name"], task["device"]
+    fid, n_transfer, epochs = task["fid_samples"], task["transfer_images"], task["transfer_epochs"]
+    path = out / "scores" / f"{slug(name)}.json"
     key: dict[str, Any] = {"version": MEASURES_VERSION, "data": task["data_id"], "device": device}
-    settings = (task["fid_samples"], task["transfer_images"], task["transfer_epochs"], log, name)
     if "run_dir" in task:
         G = load_generator(task["run_dir"]).to(device)
         y = _balanced(task["is_samples"])
@@ -178,25 +179,21 @@ def _judge_set(task: dict[str, Any], data: Any, log: Callable[[str], None]) -> d
         log(f"mnist-joint: judging {name}")
         # the checkpoint's digest: a run trained again to the same step is other images
         run = checkpoint_header(task["run_dir"])
-        saved = _Measures(
-            out / "scores" / f"{slug(name)}.json", {**key, "step": run["step"], "checkpoint": run["digest"]}
-        )
-        row = _judge(x, y, data.test, *settings, saved, device)
+        saved = _Measures(path, {**key, "step": run["step"], "checkpoint": run["digest"]})
+        row = _judge(x, y, data.test, fid, n_transfer, epochs, log, name, saved, device)
         grid_y = torch.arange(GRID_ROWS).repeat_interleave(GRID_COLS)
         grid = conditional_images(G, grid_y, seed=1, batch_size=len(grid_y))
         png = save_image_grid(grid, out / f"mnist-joint-{slug(name)}.png", MNIST_SHAPE, nrow=GRID_COLS)
         row["grid"] = png.name
         row.update({f"grid_{k}": v for k, v in score_images(grid, n_splits=1).items() if "std" not in k})
         return row
-    saved = _Measures(out / "scores" / f"{slug(name)}.json", key)
     if "n_real" in task:
-        n = task["n_real"]
-        return _judge(
-            data.train.x[:n], data.train.y[:n], data.test, *settings[:4], "the real training set", saved, device
-        )
+        x, y = data.train.x[: task["n_real"]], data.train.y[: task["n_real"]]
+        real = "the real training set"
+        return _judge(x, y, data.test, fid, n_transfer, epochs, log, real, _Measures(path, key), device)
     n, copies = task["copies"]
     x_dup, y_dup = duplicate_baseline(data.train.x, data.train.y, n=n, copies=copies, seed=0)
-    return dict(_transfers(x_dup, y_dup, len(x_dup), data.test, task["transfer_epochs"], log, name, saved, device))
+    return dict(_transfers(x_dup, y_dup, len(x_dup), data.test, epochs, log, name, _Measures(path, key), device))
 
 
 def _judge(
