@@ -1,18 +1,25 @@
 """The ``steinebm`` command: train | resume | evaluate | sample | reproduce | report | demo.
 
 Errors a user can fix are printed on one line (``steinebm: error: ...``) with exit status 2;
-a diverged run prints where its last good checkpoint is and exits with status 3.
+a diverged run prints where its last good checkpoint is and exits with status 3. Ctrl-C exits
+with status 130, SIGTERM with 143, both after stopping any worker processes; the last checkpoint
+is kept either way.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from types import FrameType
 
 from steinebm.cli import reproduce, runs
 from steinebm.cli.parser import build_parser
 from steinebm.errors import DivergenceError, UserError
 
 __all__ = ["main"]
+
+_KEPT = "the last checkpoint is kept (continue: steinebm resume RUN_DIR)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,8 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         "report": reproduce.report,
         "demo": runs.demo,
     }[args.command]
+    # SIGTERM (`timeout`, a batch scheduler) stops the command as Ctrl-C does, so that the
+    # cleanup runs: a reproduction's worker processes are stopped rather than orphaned
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _terminated) if on_main_thread else None
     try:
         return handler(args)
+    except Terminated:
+        print(f"steinebm: stopped (SIGTERM); {_KEPT}", file=sys.stderr)
+        return 143
     except UserError as e:
         print(f"steinebm: error: {e}", file=sys.stderr)
         return 2
@@ -45,5 +59,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"steinebm: {e}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
-        print("steinebm: interrupted; the last checkpoint is kept (continue: steinebm resume RUN_DIR)", file=sys.stderr)
+        print(f"steinebm: interrupted; {_KEPT}", file=sys.stderr)
         return 130
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, as Ctrl-C raises KeyboardInterrupt."""
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated

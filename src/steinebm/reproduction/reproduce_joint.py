@@ -145,15 +145,12 @@ def _judge_sets(
     hours of one thread on a CPU, and the sets do not depend on each other)."""
     if jobs <= 1 or len(tasks) <= 1:
         return {t["name"]: _judge_set(t, data, log) for t in tasks}
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
+    from steinebm.reproduction.workers import map_in_workers
 
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=get_context("spawn")) as pool:
-        return dict(zip([t["name"] for t in tasks], pool.map(_judge_set_worker, tasks)))
+    return dict(zip([t["name"] for t in tasks], map_in_workers(_judge_set_worker, tasks, jobs)))
 
 
 def _judge_set_worker(task: dict[str, Any]) -> dict[str, Any]:
-    torch.set_num_threads(1)
     return _judge_set(task, None, print)
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from steinebm.engine.provenance import check_same_data
 from steinebm.engine.runlog import read_metrics
 from steinebm.engine.train import train
 from steinebm.errors import DivergenceError, UserError
+from steinebm.reproduction.workers import map_in_workers
 
 __all__ = ["run_many", "read_run", "finished_record"]
 
@@ -116,9 +115,4 @@ def run_many(cfgs: list[Config], jobs: int, log: Callable[[str], None] = print) 
         d = dataclasses.asdict(cfg)
         d["threads"], d["progress"] = 1, False
         dicts.append(d)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        results = []
-        for k, res in enumerate(pool.map(_run, dicts)):
-            log(f"[{k + 1}/{len(cfgs)}] done {res['out_dir']}")
-            results.append(res)
-        return results
+    return map_in_workers(_run, dicts, jobs, lambda k, res: log(f"[{k + 1}/{len(cfgs)}] done {res['out_dir']}"))
