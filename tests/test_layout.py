@@ -9,7 +9,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "steinebm"
 # from the bottom up; a package may import its own modules and those of any lower level
 LEVELS = [
-    {"errors", "naming", "grids", "checksums", "shapes"},
+    {"errors", "naming", "grids", "checksums", "shapes", "precision"},
     {"core"},
     {"models"},
     {"learners", "data"},

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from steinebm.evaluation.ais import ais_log_partition
 from steinebm.evaluation.likelihood import EXACT_MAX_HIDDEN, log_likelihood, mean_negative_energy
 from steinebm.models.energies import GaussianBernoulliRBM
+from steinebm.precision import float64_device
 from steinebm.shapes import MNIST_SHAPE
 
 __all__ = ["evaluate_run", "score_generator"]
@@ -33,9 +34,11 @@ def evaluate_run(
     rec: dict[str, Any] = {}
     if isinstance(model, GaussianBernoulliRBM) and model.n_hidden > EXACT_MAX_HIDDEN:
         # too many hidden units to enumerate: one AIS log Z (seeded by the step) for both splits;
-        # the chains are drawn on the model's device, so the generator must live there too
-        ais_rng = torch.Generator(device=x_test.device).manual_seed(step)
-        est = ais_log_partition(model, n_chains=100, n_betas=2_000, generator=ais_rng)
+        # the chains are drawn where float64 is (the model's device, or the CPU for MPS), so the
+        # generator must live there too
+        dev = float64_device(x_test.device)
+        ais_rng = torch.Generator(device=dev).manual_seed(step)
+        est = ais_log_partition(model, n_chains=100, n_betas=2_000, generator=ais_rng, device=dev)
         rec["test_ll"] = mean_negative_energy(model, x_test) - est.log_z
         rec["val_ll"] = mean_negative_energy(model, x_val) - est.log_z
         rec["ll_stderr"], rec["ll_method"] = est.stderr, "ais"

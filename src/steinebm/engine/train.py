@@ -69,6 +69,7 @@ from steinebm.engine.settings import unused_settings, used_dict
 from steinebm.engine.state import LoopState, checkpoint_dict, rank_seed, restore
 from steinebm.errors import DivergenceError, UserError
 from steinebm.learners.rules import lr_scaled
+from steinebm.precision import wide_dtype
 
 __all__ = ["train", "lr_decay"]
 
@@ -93,7 +94,7 @@ def _numbers(stats: dict[str, Any]) -> dict[str, Any]:
     first = stats[keys[0]]
     # float64 keeps each value as it is (a float32 statistic exactly, a discount of 0.7 as 0.7);
     # MPS has no float64, and float32 is what its statistics are
-    dtype = torch.float32 if first.device.type == "mps" else torch.float64
+    dtype = wide_dtype(first.device)
     values = torch.stack([stats[k].detach().reshape(()).to(first.device, dtype) for k in keys]).cpu().tolist()
     return {**stats, **dict(zip(keys, values))}
 

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from steinebm.models.energies.rbm import GaussianBernoulliRBM
+from steinebm.precision import float64_device
 
 __all__ = [
     "AISResult",
@@ -227,7 +228,7 @@ def ais_log_partition(
     True
     """
     _check_chains(n_chains)
-    dev = torch.device(device) if device is not None else rbm.B.device
+    dev = torch.device(device) if device is not None else float64_device(rbm.B.device)
     betas = _schedule(n_betas, device="cpu").tolist()
     k_total = len(betas) - 1
     B = rbm.B.detach().to(device=dev, dtype=torch.float64)
@@ -344,7 +345,7 @@ def hais_log_partition(
     if not 0.0 < target_accept < 1.0:
         raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
     temps = sigmoid_schedule(n_temperatures)
-    dev = torch.device(device) if device is not None else rbm.B.device
+    dev = torch.device(device) if device is not None else float64_device(rbm.B.device)
     B, b, c = (p.detach().to(device=dev, dtype=dtype) for p in (rbm.B, rbm.b, rbm.c))
     d = B.shape[0]
     n = n_experiments * n_chains

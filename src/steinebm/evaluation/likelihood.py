@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from steinebm.precision import float64_device
+
 __all__ = [
     "EXACT_MAX_HIDDEN",
     "LogLikelihood",
@@ -110,7 +112,8 @@ def mean_negative_energy(model: nn.Module, x: Tensor, batch_size: int = 10_000) 
     total = 0.0
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size]
-        total += float(model(xb.reshape(xb.shape[0], -1)).double().sum())
+        f = model(xb.reshape(xb.shape[0], -1)).detach()
+        total += float(f.to(float64_device(f.device), torch.float64).sum())
     return total / x.shape[0]
 
 
@@ -119,7 +122,8 @@ def mean_pairwise_distance(images: Tensor, max_n: int = 2000) -> float:
     """Mean Euclidean distance between distinct pairs of the first ``max_n`` images, in pixel
     space: a diversity measure that, unlike label histograms, also sees a collapse onto a few
     repeated pictures."""
-    x = images[:max_n].reshape(min(max_n, images.shape[0]), -1).double()
+    x = images[:max_n].reshape(min(max_n, images.shape[0]), -1)
+    x = x.to(float64_device(x.device), torch.float64)
     n = x.shape[0]
     if n < 2:
         raise ValueError("mean_pairwise_distance needs at least 2 images")
@@ -133,7 +137,8 @@ def _nearest_neighbour_distances(images: Tensor, max_n: int) -> Tensor:
     n = min(max_n, images.shape[0])
     if n < 2:
         raise ValueError("nearest-neighbour measures need at least 2 images")
-    z = images[:n].reshape(n, -1).double()
+    z = images[:n].reshape(n, -1)
+    z = z.to(float64_device(z.device), torch.float64)
     z = z - z.mean(1, keepdim=True)
     norm = z.norm(dim=1, keepdim=True)
     # a flat image has no shape: it sits at the origin, at distance 0 from every other flat one

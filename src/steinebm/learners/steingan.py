@@ -15,6 +15,7 @@ from steinebm.core.score import score
 from steinebm.core.svgd import Normalize, amortized_svgd_loss, svgd_direction
 from steinebm.learners.base import Stat
 from steinebm.learners.steincd import SteinCD
+from steinebm.precision import wide_dtype
 
 __all__ = ["AmortizedSVGD", "SteinGAN", "AlternatingSchedule"]
 
@@ -156,7 +157,7 @@ class SteinGAN:
             if self.gamma_raise_when == "real_energy_lower":
                 raised = ~raised
             # float64 keeps gamma as the float it is; MPS has no float64 (the loop logs in float32 there)
-            wide = torch.float32 if f_neg.device.type == "mps" else torch.float64
+            wide = wide_dtype(f_neg.device)
             pick = functools.partial(torch.tensor, dtype=wide, device=f_neg.device)
             gamma_now = torch.where(raised, pick(self.gamma_adaptive), pick(self.gamma))
             # 1 - gamma in float64, then in f_neg's precision: the weight a Python float would give

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from steinebm.precision import wide_dtype
+
 __all__ = [
     "uniform_noise",
     "init_normal_002",
@@ -104,7 +106,7 @@ class LabelSampler(nn.Module):
     def sample_labels(self, m: int, generator: torch.Generator | None = None) -> Tensor:
         """y ~ class_probs, (m,) int64 on the generator's device (drawn on ``generator``'s device)."""
         gdev = generator.device if generator is not None else torch.device("cpu")
-        probs = self.class_probs.detach().to(gdev, torch.float64)
+        probs = self.class_probs.detach().to(gdev, wide_dtype(gdev))
         y = torch.multinomial(probs, m, replacement=True, generator=generator)
         return y.to(self._device())
 

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from steinebm.precision import float64_device
+
 __all__ = ["GaussianBernoulliRBM"]
 
 
@@ -79,7 +81,8 @@ class GaussianBernoulliRBM(nn.Module):
         ``q1(h1) + q2(h2) + h1^T G12 h2``, so each block of (2^l1) x (2^l2) values is one small
         matmul; at most ``max_block`` values exist at once.
         """
-        B, b, c = self.B.double(), self.b.double(), self.c.double()
+        dev = float64_device(self.B.device)  # on the CPU for a model on MPS
+        B, b, c = (p.to(dev, torch.float64) for p in (self.B, self.b, self.c))
         d, n = B.shape
         G = B.T @ B  # l l
         lin = B.T @ b + c  # l: u + c
@@ -107,8 +110,10 @@ class GaussianBernoulliRBM(nn.Module):
         """Exact ``log p(x) = f(x) - log Z`` per sample, in float64, shape (m,)."""
         if log_z is None:
             log_z = self.log_partition()
-        x = x.reshape(x.shape[0], -1).double()
-        return _negative_energy(x, self.B.double(), self.b.double(), self.c.double()) - log_z
+        dev = float64_device(self.B.device)
+        x = x.reshape(x.shape[0], -1).to(dev, torch.float64)
+        B, b, c = (p.to(dev, torch.float64) for p in (self.B, self.b, self.c))
+        return _negative_energy(x, B, b, c) - log_z.to(dev)
 
     @torch.no_grad()
     def sample(self, n: int, n_steps: int = 1000, generator: torch.Generator | None = None) -> Tensor:
