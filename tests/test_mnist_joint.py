@@ -357,7 +357,12 @@ def test_reproduce_mnist_joint_resumes_its_scoring_where_it_stopped(tmp_path, da
     assert rest == [3, 1, 3]
     assert first["rows"]["real training images"] == early["rows"]["real training images"]
     monkeypatch.setattr(J, "_transfer", lambda *a, **k: pytest.fail("measured again"))
+    # every measure saved: a generator draws its grid and not the images the measures were taken on
+    real_images, drawn = J.conditional_images, []
+    monkeypatch.setattr(J, "conditional_images", lambda G, y, **k: drawn.append(len(y)) or real_images(G, y, **k))
     assert J.mnist_joint(**kw)["rows"] == first["rows"]
+    assert drawn == [J.GRID_ROWS * J.GRID_COLS] * 3
+    monkeypatch.setattr(J, "conditional_images", real_images)
     # another training length for the networks: only their 10 trainings are taken again
     import steinebm.evaluation.sample_scores as S
 

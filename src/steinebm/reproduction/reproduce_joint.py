@@ -24,6 +24,7 @@ processes of one torch thread each.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from functools import partial
@@ -172,12 +173,13 @@ def _judge_set(task: dict[str, Any], data: Any, log: Callable[[str], None]) -> d
     if "run_dir" in task:
         G = load_generator(task["run_dir"]).to(device)
         y = _balanced(task["is_samples"])
-        x = conditional_images(G, y)
+        # drawn only if a measure is missing (a second call finds them all saved)
+        images = functools.cache(partial(conditional_images, G, y))
         log(f"mnist-joint: judging {name}")
         # the checkpoint's digest: a run trained again to the same step is other images
-        run = checkpoint_header(task["run_dir"])
+        run = checkpoint_header(task["run_dir"])  # its index only: no second read of the weights
         saved = _Measures(path, {**key, "step": run["step"], "checkpoint": run["digest"]})
-        row = _judge(x, y, data.test, fid, n_transfer, epochs, log, name, saved, device)
+        row = _judge(images, y, data.test, fid, n_transfer, epochs, log, name, saved, device)
         grid_y = torch.arange(GRID_ROWS).repeat_interleave(GRID_COLS)
         grid = conditional_images(G, grid_y, seed=1, batch_size=len(grid_y))
         png = save_image_grid(grid, out / f"mnist-joint-{slug(name)}.png", MNIST_SHAPE, nrow=GRID_COLS)
@@ -187,14 +189,15 @@ def _judge_set(task: dict[str, Any], data: Any, log: Callable[[str], None]) -> d
     if "n_real" in task:
         x, y = data.train.x[: task["n_real"]], data.train.y[: task["n_real"]]
         real = "the real training set"
-        return _judge(x, y, data.test, fid, n_transfer, epochs, log, real, _Measures(path, key), device)
+        return _judge(lambda: x, y, data.test, fid, n_transfer, epochs, log, real, _Measures(path, key), device)
     n, copies = task["copies"]
     x_dup, y_dup = duplicate_baseline(data.train.x, data.train.y, n=n, copies=copies, seed=0)
-    return dict(_transfers(x_dup, y_dup, len(x_dup), data.test, epochs, log, name, _Measures(path, key), device))
+    measures = _Measures(path, key)
+    return dict(_transfers(lambda: x_dup, y_dup, len(x_dup), data.test, epochs, log, name, measures, device))
 
 
 def _judge(
-    x: Tensor,
+    images: Callable[[], Tensor],
     y: Tensor,
     test: Any,
     fid_samples: int,
@@ -205,24 +208,31 @@ def _judge(
     measures: _Measures,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Every measure of the module docstring for images x (n, 784) drawn with labels y (n,),
-    those already in ``measures`` read from it."""
+    """Every measure of the module docstring for the images (n, 784) ``images()`` returns, drawn
+    with labels y (n,); those already in ``measures`` are read from it (and ``images`` is not
+    called for them)."""
     from steinebm.evaluation.likelihood import near_duplicate_fraction
     from steinebm.evaluation.sample_scores import MNIST_CLASSIFIERS, classifier_fid, label_agreement, score_images
 
-    take, n = measures.take, f"of {len(x)}"
-    row: dict[str, Any] = dict(take(f"scores {n}", lambda: dict(score_images(x))))
+    take, n = measures.take, f"of {len(y)}"
+    row: dict[str, Any] = dict(take(f"scores {n}", lambda: dict(score_images(images()))))
+
+    def agreement(c: str) -> float:
+        return label_agreement(images(), y, c)
+
+    def fid(c: str) -> float:
+        return classifier_fid(images()[:fid_samples], test.x, c)
+
     for c in MNIST_CLASSIFIERS:
-        row[f"{c}_label_agreement"] = take(f"{c}_label_agreement {n}", partial(label_agreement, x, y, c))
-        fid = partial(classifier_fid, x[:fid_samples], test.x, c)
-        row[f"{c}_fid"] = take(f"{c}_fid {n}, first {fid_samples}", fid)
-    row["near_duplicates"] = take(f"near_duplicates {n}", lambda: near_duplicate_fraction(x))
-    row.update(_transfers(x, y, transfer_images, test, transfer_epochs, log, name, measures, device))
+        row[f"{c}_label_agreement"] = take(f"{c}_label_agreement {n}", partial(agreement, c))
+        row[f"{c}_fid"] = take(f"{c}_fid {n}, first {fid_samples}", partial(fid, c))
+    row["near_duplicates"] = take(f"near_duplicates {n}", lambda: near_duplicate_fraction(images()))
+    row.update(_transfers(images, y, transfer_images, test, transfer_epochs, log, name, measures, device))
     return row
 
 
 def _transfers(
-    x: Tensor,
+    images: Callable[[], Tensor],
     y: Tensor,
     k: int,
     test: Any,
@@ -232,16 +242,16 @@ def _transfers(
     measures: _Measures,
     device: str,
 ) -> dict[str, float]:
-    """The accuracy of a network trained on the first ``k`` images, for each of
-    :data:`TRANSFER_DEPTHS`."""
-    k = min(k, len(x))
+    """The accuracy of a network trained on the first ``k`` of the images ``images()`` returns
+    (labels y), for each of :data:`TRANSFER_DEPTHS`."""
+    k = min(k, len(y))
 
     def train(depth: str) -> float:
         log(f"mnist-joint: {name}: training {depth} on {k:,} images")
-        return _transfer(x[:k], y[:k], test, TRANSFER_DEPTHS[depth], epochs, device)
+        return _transfer(images()[:k], y[:k], test, TRANSFER_DEPTHS[depth], epochs, device)
 
     return {
-        f"transfer_{d}": measures.take(f"transfer_{d} of {len(x)}, first {k}, {epochs} epochs", partial(train, d))
+        f"transfer_{d}": measures.take(f"transfer_{d} of {len(y)}, first {k}, {epochs} epochs", partial(train, d))
         for d in TRANSFER_DEPTHS
     }
 
