@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     before = signal.signal(signal.SIGTERM, _terminated) if on_main_thread else None
     try:
         return handler(args)
-    except Terminated:
+    except _Terminated:
         print(f"steinebm: stopped (SIGTERM); {_KEPT}", file=sys.stderr)
         return 143
     except UserError as e:
@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, before)
 
 
-class Terminated(KeyboardInterrupt):
+class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, as Ctrl-C raises KeyboardInterrupt."""
 
 
 def _terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
+    raise _Terminated
