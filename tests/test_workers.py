@@ -83,7 +83,7 @@ def test_a_stopped_parallel_command_leaves_no_worker_and_starts_no_queued_run(tm
     err = log.read_text()
     if status is not None:
         assert rc == status, err[-2000:]
-        assert "the last checkpoint is kept" in err.splitlines()[-1]
+        assert err.splitlines()[-1].endswith("keeps its last checkpoint (continue: run the same command again)")
         # (a killed command cannot release its queues' semaphores: the resource tracker does,
         # and says so)
         assert "leaked semaphore" not in err

@@ -19,7 +19,14 @@ from steinebm.errors import DivergenceError, UserError
 
 __all__ = ["main"]
 
-_KEPT = "the last checkpoint is kept (continue: steinebm resume RUN_DIR)"
+# what a stopped command keeps, and how to go on: a reproduction (and the demo) resumes its runs
+# when run again; a run, with `steinebm resume`; the other commands write no checkpoint
+_GO_ON = {
+    "train": "the last checkpoint is kept (continue: steinebm resume RUN_DIR)",
+    "resume": "the last checkpoint is kept (continue: steinebm resume RUN_DIR)",
+    "reproduce": "each run keeps its last checkpoint (continue: run the same command again)",
+    "demo": "each run keeps its last checkpoint (continue: run the same command again)",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except _Terminated:
-        print(f"steinebm: stopped (SIGTERM); {_KEPT}", file=sys.stderr)
+        print(_stopped("stopped (SIGTERM)", args.command), file=sys.stderr)
         return 143
     except UserError as e:
         print(f"steinebm: error: {e}", file=sys.stderr)
@@ -59,11 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"steinebm: {e}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
-        print(f"steinebm: interrupted; {_KEPT}", file=sys.stderr)
+        print(_stopped("interrupted", args.command), file=sys.stderr)
         return 130
     finally:
         if before is not None:
             signal.signal(signal.SIGTERM, before)
+
+
+def _stopped(how: str, command: str) -> str:
+    return f"steinebm: {how}; {_GO_ON[command]}" if command in _GO_ON else f"steinebm: {how}"
 
 
 class _Terminated(KeyboardInterrupt):
