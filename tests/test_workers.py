@@ -25,11 +25,16 @@ def _started_runs(out: Path) -> list[Path]:
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """Whether a process of the group ``pgid`` is alive (a zombie, dead but not yet reaped by
+    whoever adopted it, does not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (name)": state, ppid, pgrp
+        except (OSError, IndexError):
+            continue  # it ended while being read
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def _wait(condition, seconds: float) -> bool:

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (`timeout`, a batch scheduler) stops the command as Ctrl-C does, so that the
     # cleanup runs: a reproduction's worker processes are stopped rather than orphaned
     on_main_thread = threading.current_thread() is threading.main_thread()
+    # (None: a handler set outside Python, which cannot be put back; the default is then)
     before = signal.signal(signal.SIGTERM, _terminated) if on_main_thread else None
     try:
         return handler(args)
@@ -69,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_stopped("interrupted", args.command), file=sys.stderr)
         return 130
     finally:
-        if before is not None:
-            signal.signal(signal.SIGTERM, before)
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
 
 
 def _stopped(how: str, command: str) -> str:

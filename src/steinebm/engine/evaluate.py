@@ -36,7 +36,7 @@ def evaluate_run(
         # too many hidden units to enumerate: one AIS log Z (seeded by the step) for both splits;
         # the chains are drawn where float64 is (the model's device, or the CPU for MPS), so the
         # generator must live there too
-        dev = float64_device(x_test.device)
+        dev = float64_device(model.B.device)
         ais_rng = torch.Generator(device=dev).manual_seed(step)
         est = ais_log_partition(model, n_chains=100, n_betas=2_000, generator=ais_rng, device=dev)
         rec["test_ll"] = mean_negative_energy(model, x_test) - est.log_z

@@ -53,18 +53,18 @@ def finished_record(cfg: Config) -> dict[str, Any] | None:
     return None
 
 
-def _run(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    """Train one run (in a worker process); returns its evaluation records."""
+def _run(cfg_dict: dict[str, Any]) -> str | None:
+    """Train one run (in a worker process) unless it is finished; returns why it diverged, or
+    None. (Its records are read by the caller: a worker returns little, see map_in_workers.)"""
     cfg = Config(**cfg_dict)
-    diverged = None
     _check_same_run(cfg)
     if finished_record(cfg) is None:
         resume = (Path(cfg.out_dir) / CHECKPOINT).exists()
         try:
             train(cfg, resume=resume, dataset=_worker_data(cfg))
         except DivergenceError as e:
-            diverged = str(e)
-    return {"out_dir": cfg.out_dir, "evals": _evals(cfg), "diverged": diverged}
+            return str(e)
+    return None
 
 
 def _evals(cfg: Config) -> list[dict[str, Any]]:
@@ -105,14 +105,15 @@ def run_many(cfgs: list[Config], jobs: int, log: Callable[[str], None] = print) 
     if jobs <= 1:
         _DATA.clear()  # in this process: read the data afresh for every call, in case its files changed
         _FINGERPRINTS.clear()
-        out = []
+        diverged = []
         for k, cfg in enumerate(cfgs):
             log(f"[{k + 1}/{len(cfgs)}] {cfg.out_dir}")
-            out.append(_run(dataclasses.asdict(cfg)))
-        return out
-    dicts = []
-    for cfg in cfgs:
-        d = dataclasses.asdict(cfg)
-        d["threads"], d["progress"] = 1, False
-        dicts.append(d)
-    return map_in_workers(_run, dicts, jobs, lambda k, res: log(f"[{k + 1}/{len(cfgs)}] done {res['out_dir']}"))
+            diverged.append(_run(dataclasses.asdict(cfg)))
+    else:
+        dicts = []
+        for cfg in cfgs:
+            d = dataclasses.asdict(cfg)
+            d["threads"], d["progress"] = 1, False
+            dicts.append(d)
+        diverged = map_in_workers(_run, dicts, jobs, lambda k, _: log(f"[{k + 1}/{len(cfgs)}] done {cfgs[k].out_dir}"))
+    return [{"out_dir": cfg.out_dir, "evals": _evals(cfg), "diverged": why} for cfg, why in zip(cfgs, diverged)]

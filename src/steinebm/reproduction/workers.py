@@ -5,18 +5,18 @@ A plain ``ProcessPoolExecutor`` keeps training after its command is gone: stoppe
 (``timeout``, a batch scheduler) or killed, the parent leaves its workers running as orphans;
 interrupted, it waits for the runs in progress to finish, hours on a CPU, and a worker that saw
 the Ctrl-C itself goes on to the next queued run. Here the parent alone answers Ctrl-C and
-SIGTERM, by stopping every worker at once, and a worker whose parent has gone exits within a
-second. Stopping a worker loses nothing saved: a run's checkpoint and a measure's file are
+SIGTERM, by stopping every worker at once, and a worker whose parent has gone (killed) exits as
+soon as it notices. Stopping a worker loses nothing saved: a run's checkpoint and a measure's file are
 written whole or not at all (:func:`steinebm.engine.checkpoint.atomic_write`), and a second call
 of the command resumes from them.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -36,7 +36,10 @@ def map_in_workers(
 ) -> list[R]:
     """``[fn(item) for item in items]``, computed ``jobs`` at a time in worker processes (spawned,
     one torch thread each); ``done(k, result)`` is called for each result in order as it
-    arrives. ``fn`` must be importable (a module-level function) and ``items`` picklable.
+    arrives. ``fn`` must be importable (a module-level function) and ``items`` picklable. Keep
+    each result small (a few kilobytes pickled: a run's name, a row of numbers; more is better
+    read from the files the work wrote): a pipe takes a small message in one write, but a worker
+    stopped halfway through sending a large one would leave the executor waiting for the rest.
 
     If anything stops it (an exception from ``fn``, which is re-raised here; Ctrl-C; SIGTERM
     turned into an exception by the caller), every worker is terminated before it returns.
@@ -50,7 +53,6 @@ def map_in_workers(
         max_workers=max(1, min(jobs, len(items))),
         mp_context=get_context("spawn"),  # fork would copy this process's threads and torch state
         initializer=_start_worker,
-        initargs=(os.getpid(),),
     )
     results: list[R] = []
     try:
@@ -76,7 +78,7 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _start_worker(parent: int) -> None:
+def _start_worker() -> None:
     import torch
 
     # A terminal's Ctrl-C reaches the whole process group. The worker ignores it and the parent,
@@ -90,12 +92,13 @@ def _start_worker(parent: int) -> None:
     from tqdm.std import tqdm
 
     tqdm.set_lock(threading.RLock())
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
 
 
-def _exit_with_parent(parent: int, every: float = 1.0) -> None:
-    """Exit this process as soon as ``parent`` is no longer its parent (it has died, and this
-    process was adopted): a killed command leaves no worker behind."""
-    while os.getppid() == parent:
-        time.sleep(every)
-    os._exit(1)
+def _exit_with_parent() -> None:
+    """Exit this process as soon as its parent has ended, so that a killed command leaves no
+    worker behind (the parent's sentinel, a pipe the system closes when it dies, is watched)."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        parent.join()
+        os._exit(1)
