@@ -8,6 +8,7 @@ is kept either way.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -51,10 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         "demo": runs.demo,
     }[args.command]
     # SIGTERM (`timeout`, a batch scheduler) stops the command as Ctrl-C does, so that the
-    # cleanup runs: a reproduction's worker processes are stopped rather than orphaned
-    on_main_thread = threading.current_thread() is threading.main_thread()
+    # cleanup runs: a reproduction's worker processes are stopped rather than orphaned. Not
+    # under torchrun: it sends SIGTERM to the other ranks when one fails, and a rank waiting in
+    # a collective would run the handler only once the collective gives up; the default ends it
+    # at once, and one run has no workers to stop.
+    catch = threading.current_thread() is threading.main_thread() and int(os.environ.get("WORLD_SIZE", "1")) <= 1
     # (None: a handler set outside Python, which cannot be put back; the default is then)
-    before = signal.signal(signal.SIGTERM, _terminated) if on_main_thread else None
+    before = signal.signal(signal.SIGTERM, _terminated) if catch else None
     try:
         return handler(args)
     except _Terminated:
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_stopped("interrupted", args.command), file=sys.stderr)
         return 130
     finally:
-        if on_main_thread:
+        if catch:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
 
 
