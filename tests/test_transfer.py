@@ -44,6 +44,7 @@ def binomial_tail(n: int, p: float, k: int) -> float:
 
 def test_separable_images_are_learned(synthetic):
     xtr, ytr, xte, yte = synthetic
+    epochs: list[tuple[int, float]] = []
     # flat input with image_shape, numpy labels: the documented alternative forms
     acc = train_on_images_accuracy(
         xtr.reshape(len(xtr), -1),
@@ -55,9 +56,13 @@ def test_separable_images_are_learned(synthetic):
         lr=0.05,
         seed=0,
         image_shape=(3, 8, 8),
+        on_epoch=lambda epoch, accuracy: epochs.append((epoch, accuracy)),
         **FAST,
     )
     assert acc >= 0.9
+    # one progress call per epoch, with that epoch's share of training images classified right
+    assert [e for e, _ in epochs] == list(range(1, 9))
+    assert all(0.0 <= a <= 1.0 for _, a in epochs) and epochs[-1][1] >= 0.9 > epochs[0][1]
 
 
 def test_shuffled_labels_give_chance(synthetic):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -160,7 +161,8 @@ def _judge_sets(
 
 
 def _judge_set_worker(task: dict[str, Any]) -> dict[str, Any]:
-    return _judge_set(task, None, print)
+    # flushed line by line: a log redirected to a file would otherwise hold a worker's lines back
+    return _judge_set(task, None, functools.partial(print, flush=True))
 
 
 def _judge_set(task: dict[str, Any], data: Any, log: Callable[[str], None]) -> dict[str, Any]:
@@ -254,8 +256,15 @@ def _transfers(
     k = min(k, len(y))
 
     def train(depth: str) -> float:
-        log(f"mnist-joint: {name}: training {depth} on {k:,} images")
-        return _transfer(images()[:k], y[:k], test, TRANSFER_DEPTHS[depth], epochs, device)
+        log(f"mnist-joint: {name}: training {depth} on {k:,} images, {epochs} epochs")
+        started = time.monotonic()
+
+        def on_epoch(epoch: int, accuracy: float) -> None:
+            minutes = (time.monotonic() - started) / 60
+            said = f"training accuracy {accuracy:.4f}, {minutes:.0f} min"
+            log(f"mnist-joint: {name}: {depth} epoch {epoch}/{epochs}, {said}")
+
+        return _transfer(images()[:k], y[:k], test, TRANSFER_DEPTHS[depth], epochs, device, on_epoch)
 
     return {
         f"transfer_{d}": measures.take(f"transfer_{d} of {len(y)}, first {k}, {epochs} epochs", partial(train, d))
@@ -263,14 +272,22 @@ def _transfers(
     }
 
 
-def _transfer(x: Tensor, y: Tensor, test: Any, blocks: int, epochs: int, device: str) -> float:
+def _transfer(
+    x: Tensor,
+    y: Tensor,
+    test: Any,
+    blocks: int,
+    epochs: int,
+    device: str,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> float:
     """Test accuracy of a ResNet (``blocks`` per stage) trained on labelled images (x, y)."""
     from steinebm.evaluation.transfer import train_on_images_accuracy
 
     return train_on_images_accuracy(
         x, y, test.x, test.y, epochs=epochs, batch_size=128, lr=0.1, seed=0, device=device,
         augment=False,  # crops and left-right flips change what a digit is
-        image_shape=MNIST_SHAPE, num_classes=10, blocks=blocks,
+        image_shape=MNIST_SHAPE, num_classes=10, blocks=blocks, on_epoch=on_epoch,
     )  # fmt: skip
 
 
