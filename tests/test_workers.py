@@ -18,6 +18,8 @@ import torch
 from steinebm.engine.checkpoint import checkpoint_header
 from steinebm.reproduction.workers import map_in_workers
 
+EPOCHS = 3000  # of 50 steps each on the embedded MNIST subset
+
 
 def _started_runs(out: Path) -> list[Path]:
     """The demo's run folders that have logged a record (each run writes its log as it trains)."""
@@ -47,9 +49,10 @@ def _wait(condition, seconds: float) -> bool:
 
 
 def _start_demo(out: Path, log: Path) -> subprocess.Popen:
-    """``steinebm demo`` with runs long enough (300 epochs) to be stopped mid-training, as a
+    """``steinebm demo`` with runs long enough to be stopped mid-training (:data:`EPOCHS`, many
+    minutes a run: no run can end, and free its worker for a queued one, before the stop), as a
     terminal would start it: its own process group, Ctrl-C not ignored."""
-    cmd = [sys.executable, "-m", "steinebm.cli", "demo", "--epochs", "300", "--out", str(out)]
+    cmd = [sys.executable, "-m", "steinebm.cli", "demo", "--epochs", str(EPOCHS), "--out", str(out)]
     return subprocess.Popen(
         cmd,
         stdout=subprocess.DEVNULL,
@@ -95,7 +98,7 @@ def test_a_stopped_parallel_command_leaves_no_worker_and_starts_no_queued_run(tm
     started = _started_runs(out)
     assert len(started) == 2, f"{case}: a queued run started after the stop: {started}"
     for run in started:  # each checkpoint reads back whole, short of the run's end
-        assert 0 <= checkpoint_header(run / "checkpoint.pt")["step"] < 300 * 50
+        assert 0 <= checkpoint_header(run / "checkpoint.pt")["step"] < EPOCHS * 50
         assert torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
 
 
