@@ -6,8 +6,8 @@ A plain ``ProcessPoolExecutor`` keeps training after its command is gone: stoppe
 interrupted, it waits for the runs in progress to finish, hours on a CPU, and a worker that saw
 the Ctrl-C itself goes on to the next queued run. Here the parent alone answers Ctrl-C and
 SIGTERM, by stopping every worker at once, and a worker whose parent has gone (killed) exits as
-soon as it notices. Stopping a worker loses nothing saved: a run's checkpoint and a measure's file are
-written whole or not at all (:func:`steinebm.engine.checkpoint.atomic_write`), and a second call
+soon as it notices. Stopping a worker loses nothing saved: a run's checkpoint and a measure's
+file are written whole or not at all (:func:`steinebm.engine.checkpoint.atomic_write`), and a second call
 of the command resumes from them.
 """
 
@@ -19,7 +19,6 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from typing import Any, TypeVar
 
 __all__ = ["map_in_workers"]
@@ -51,7 +50,7 @@ def map_in_workers(
         return []
     pool = ProcessPoolExecutor(
         max_workers=max(1, min(jobs, len(items))),
-        mp_context=get_context("spawn"),  # fork would copy this process's threads and torch state
+        mp_context=multiprocessing.get_context("spawn"),  # fork would copy this process's threads and torch state
         initializer=_start_worker,
     )
     results: list[R] = []
