@@ -499,3 +499,25 @@ def test_a_step_or_config_is_read_without_the_weights(tmp_path, monkeypatch, cap
     assert checkpoint_step(run) == 3
     with pytest.raises(UserError, match="damaged"):
         load_checkpoint(run)
+
+
+@pytest.mark.parametrize("saved", [True, False])
+def test_a_stopped_run_names_its_folder_or_says_it_saved_nothing(tmp_path, monkeypatch, capsys, saved):
+    import steinebm.engine.train as engine_train
+    from steinebm.cli import main
+
+    run = tmp_path / "run"
+
+    def stopped(cfg, resume=False, **kw):
+        if saved:  # stopped after its first checkpoint
+            Path(cfg.out_dir).mkdir(parents=True)
+            (Path(cfg.out_dir) / "checkpoint.pt").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_train, "train", stopped)
+    assert main(["train", "demo-cd1", f"out_dir={run}"]) == 130
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    if saved:
+        assert last == f"steinebm: interrupted; the last checkpoint is kept (continue: steinebm resume {run})"
+    else:
+        assert last == "steinebm: interrupted; the run saved no checkpoint yet (start it again)"

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
 from steinebm.cli import reproduce, runs
@@ -61,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     before = signal.signal(signal.SIGTERM, _terminated) if catch else None
     try:
         return handler(args)
-    except _Terminated:
-        print(_stopped("stopped (SIGTERM)", args.command), file=sys.stderr)
+    except _Terminated as e:
+        print(_stopped("stopped (SIGTERM)", args.command, e), file=sys.stderr)
         return 143
     except UserError as e:
         print(f"steinebm: error: {e}", file=sys.stderr)
@@ -70,15 +71,24 @@ def main(argv: list[str] | None = None) -> int:
     except DivergenceError as e:
         print(f"steinebm: {e}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        print(_stopped("interrupted", args.command), file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(_stopped("interrupted", args.command, e), file=sys.stderr)
         return 130
     finally:
         if catch:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
 
 
-def _stopped(how: str, command: str) -> str:
+def _stopped(how: str, command: str, e: BaseException) -> str:
+    """The line a stopped command prints: what it keeps and how to go on. A run names its folder,
+    or says that it saved nothing yet (a run stopped before its first checkpoint leaves none)."""
+    from steinebm.engine.checkpoint import CHECKPOINT
+
+    run = getattr(e, runs._STOPPED_RUN, None)
+    if run is not None:
+        if not (Path(run) / CHECKPOINT).exists():
+            return f"steinebm: {how}; the run saved no checkpoint yet (start it again)"
+        return f"steinebm: {how}; the last checkpoint is kept (continue: steinebm resume {run})"
     return f"steinebm: {how}; {_GO_ON[command]}" if command in _GO_ON else f"steinebm: {how}"
 
 

@@ -33,7 +33,7 @@ def train(a: argparse.Namespace) -> int:
         if (folder / CHECKPOINT).exists() or (folder / PREVIOUS).exists():
             overrides.append(f"out_dir={folder}")
     cfg = load_config(config, overrides)
-    rec = train(cfg, resume=a.resume)
+    rec = _train_naming_run(train, cfg, a.resume)
     print(json.dumps({"out_dir": cfg.out_dir, **rec}))
     return 0
 
@@ -60,9 +60,22 @@ def resume(a: argparse.Namespace) -> int:
     if a.data_dir:
         overrides.append(f"data_dir={a.data_dir}")
     cfg = load_config(saved, [*overrides, f"out_dir={run}"])
-    rec = train(cfg, resume=True)
+    rec = _train_naming_run(train, cfg, True)
     print(json.dumps({"out_dir": cfg.out_dir, **rec}))
     return 0
+
+
+# the attribute a stopped run's KeyboardInterrupt carries its folder in, for the stop's message
+_STOPPED_RUN = "steinebm_run_dir"
+
+
+def _train_naming_run(train: Any, cfg: Any, resume: bool) -> dict[str, Any]:
+    try:
+        rec: dict[str, Any] = train(cfg, resume=resume)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM as the command line raises it
+        setattr(e, _STOPPED_RUN, cfg.out_dir)
+        raise
+    return rec
 
 
 def evaluate(a: argparse.Namespace) -> int:
